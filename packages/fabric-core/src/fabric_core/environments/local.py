@@ -1,0 +1,88 @@
+"""The environment of a plain run on one machine (or nodes started by hand), where Fabric starts the processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+
+
+def find_free_port() -> int:
+    """A TCP port on the loopback interface that was free when asked."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _int_from_env(*names: str, default: int = 0) -> int:
+    for name in names:
+        raw = os.environ.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"Environment variable {name}={raw!r} must be an integer.") from None
+    return default
+
+
+class LocalEnvironment(ClusterEnvironment):
+    """No scheduler: Fabric's own launcher starts the processes of each node.
+
+    Reads ``MASTER_ADDR`` (default ``127.0.0.1``), ``MASTER_PORT`` (a free port is picked and exported
+    when unset, so processes started later inherit it), ``NODE_RANK`` and ``LOCAL_RANK``.
+    """
+
+    def __init__(self) -> None:
+        self._main_port: int | None = None
+        self._global_rank = 0
+        self._world_size = 1
+
+    @property
+    def creates_processes_externally(self) -> bool:
+        # A process started by our own launcher carries LOCAL_RANK: it must not launch again.
+        return "LOCAL_RANK" in os.environ
+
+    @property
+    def main_address(self) -> str:
+        return os.environ.get("MASTER_ADDR", "127.0.0.1")
+
+    @property
+    def main_port(self) -> int:
+        if self._main_port is None:
+            if os.environ.get("MASTER_PORT"):
+                self._main_port = _int_from_env("MASTER_PORT")
+            else:
+                self._main_port = find_free_port()
+                os.environ["MASTER_PORT"] = str(self._main_port)
+        return self._main_port
+
+    @staticmethod
+    def detect() -> bool:
+        return True
+
+    def world_size(self) -> int:
+        return self._world_size
+
+    def set_world_size(self, size: int) -> None:
+        self._world_size = size
+
+    def global_rank(self) -> int:
+        return self._global_rank
+
+    def set_global_rank(self, rank: int) -> None:
+        self._global_rank = rank
+
+    def local_rank(self) -> int:
+        return _int_from_env("LOCAL_RANK")
+
+    def node_rank(self) -> int:
+        return _int_from_env("NODE_RANK", "GROUP_RANK")
+
+    def teardown(self) -> None:
+        os.environ.pop("WORLD_SIZE", None)
+
+
+#: The name this environment has in Lightning Fabric, kept so that porting is an import change.
+LightningEnvironment = LocalEnvironment

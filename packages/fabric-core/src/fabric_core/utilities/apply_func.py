@@ -1,0 +1,87 @@
+"""Walking nested collections (dicts, lists, tuples, namedtuples, dataclasses) of tensors."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_ATOMS = (str, bytes, int, float, bool, type(None))
+
+
+def apply_to_collection(data: Any, dtype: type | tuple[type, ...], function: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Apply ``function`` to every element of type ``dtype`` inside ``data``, keeping the structure.
+
+    Mappings keep their type (``OrderedDict``, ``defaultdict``), namedtuples and dataclasses are rebuilt,
+    everything else is returned as it is.
+    """
+    if isinstance(data, dtype):
+        return function(data, *args, **kwargs)
+    if isinstance(data, _ATOMS):
+        return data
+    if isinstance(data, Mapping):
+        items = [(k, apply_to_collection(v, dtype, function, *args, **kwargs)) for k, v in data.items()]
+        if type(data) is dict:
+            return dict(items)
+        factory = getattr(data, "default_factory", None)
+        if factory is not None:
+            return type(data)(factory, items)
+        return type(data)(items)
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+        return type(data)(*(apply_to_collection(v, dtype, function, *args, **kwargs) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(apply_to_collection(v, dtype, function, *args, **kwargs) for v in data)
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return [apply_to_collection(v, dtype, function, *args, **kwargs) for v in data]
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        changes = {
+            f.name: apply_to_collection(getattr(data, f.name), dtype, function, *args, **kwargs)
+            for f in dataclasses.fields(data)
+            if f.init
+        }
+        return dataclasses.replace(data, **changes)
+    return data
+
+
+def _move(tensor: Tensor, device: torch.device) -> Tensor:
+    # non_blocking only helps (and is only safe) for host-to-accelerator copies
+    return tensor.to(device, non_blocking=device.type != "cpu")
+
+
+def move_data_to_device(data: Any, device: torch.device | str | int) -> Any:
+    """Move every tensor in ``data`` (a tensor or a nested collection) to ``device``."""
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    if isinstance(data, Tensor):
+        return data if data.device == device else _move(data, device)
+    return apply_to_collection(data, Tensor, _move, device)
+
+
+def convert_fp_tensor(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast a floating-point tensor to ``dtype``; other tensors are returned unchanged."""
+    return tensor.to(dtype) if tensor.is_floating_point() and tensor.dtype != dtype else tensor
+
+
+def convert_fp_collection(data: Any, dtype: torch.dtype) -> Any:
+    """Cast every floating-point tensor inside ``data`` to ``dtype``."""
+    if isinstance(data, Tensor):
+        return convert_fp_tensor(data, dtype)
+    return apply_to_collection(data, Tensor, convert_fp_tensor, dtype)
+
+
+def convert_to_tensors(data: Any, device: torch.device) -> Any:
+    """Turn Python and NumPy numbers inside ``data`` into tensors on ``device`` (for collectives)."""
+
+    def _number(value: Any) -> Tensor:
+        return torch.tensor(value, device=device)
+
+    data = apply_to_collection(data, (int, float), _number)
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is optional
+        np = None
+    if np is not None:
+        data = apply_to_collection(data, (np.ndarray, np.number), lambda a: torch.as_tensor(a, device=device))
+    return move_data_to_device(data, device)
