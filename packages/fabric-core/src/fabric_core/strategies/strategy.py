@@ -111,6 +111,32 @@ class Strategy(ABC):
     def precision(self, precision: Precision) -> None:
         self._precision = precision
 
+    def connect(
+        self,
+        *,
+        accelerator: Accelerator | None = None,
+        precision: Precision | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        **resolved: Any,
+    ) -> None:
+        """Receive what ``Fabric(...)`` resolved, filling in only what was not given to the constructor.
+
+        Resolution passes ``accelerator``, ``precision``, ``checkpoint_io``, ``parallel_devices``,
+        ``cluster_environment`` and ``num_nodes``; strategies that need more override this and call
+        ``super().connect(**resolved)``.
+        """
+        if self._accelerator is None and accelerator is not None:
+            self._accelerator = accelerator
+        if self._precision is None and precision is not None:
+            self._precision = precision
+        if checkpoint_io is not None:
+            if self._checkpoint_io is not None and self._checkpoint_io is not checkpoint_io:
+                raise ValueError(
+                    f"Two checkpoint IO plugins were given: {self._checkpoint_io!r} on the strategy and "
+                    f"{checkpoint_io!r} in plugins=. Pass only one."
+                )
+            self._checkpoint_io = checkpoint_io
+
     def precision_for(self, name: str) -> Precision | None:
         """Specialise a precision name for this strategy (e.g. FSDP's own class); ``None`` keeps the default."""
         return None

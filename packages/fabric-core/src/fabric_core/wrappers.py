@@ -1,0 +1,220 @@
+"""What ``Fabric.setup`` returns: thin wrappers that route forward, step and iteration through Fabric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import MethodType
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from fabric_core.utilities.apply_func import move_data_to_device
+from fabric_core.utilities.data import set_sampler_epoch
+
+if TYPE_CHECKING:
+    from fabric_core.strategies.strategy import Strategy
+
+
+def _forward_path(module: nn.Module, precision: Any) -> Callable[..., Any]:
+    """The callable a wrapped model's forward runs, decided once at setup."""
+    if getattr(precision, "passthrough_forward", False):
+        return module  # nothing to cast: call the (strategy-wrapped) module directly
+    convert_input = precision.convert_input
+    convert_output = precision.convert_output
+    forward_context = precision.forward_context
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = convert_input((args, kwargs))
+        with forward_context():
+            output = module(*args, **kwargs)
+        return convert_output(output)
+
+    return forward
+
+
+class _FabricModule(nn.Module):
+    """A set-up model: forward runs under the precision, through the strategy's wrapper (e.g. DDP).
+
+    Attribute access falls through to the user's module, and ``state_dict()`` is the user's module's
+    (no wrapper prefixes), so a checkpoint loads into the plain model again.
+    """
+
+    def __init__(self, forward_module: nn.Module, strategy: Strategy, original_module: nn.Module) -> None:
+        super().__init__()
+        self._forward_module = forward_module
+        self._original_module = original_module
+        self._strategy = strategy
+        self._forward_methods: set[str] = set()
+        # Kept out of nn.Module's registries: when the path is the module itself it is not a submodule.
+        self.__dict__["_forward_call"] = _forward_path(forward_module, strategy.precision)
+        self._fabric_module_initialized = True
+
+    @property
+    def module(self) -> nn.Module:
+        """The user's model."""
+        return self._original_module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._forward_call(*args, **kwargs)
+
+    def mark_forward_method(self, method: str | MethodType) -> None:
+        """Route calls of another method (e.g. ``generate``) through forward, so the strategy sees them.
+
+        Needed for strategies that hook into forward (DDP, FSDP) when the model is driven by a method
+        other than ``forward``.
+        """
+        if not isinstance(method, (str, MethodType)):
+            raise TypeError(f"mark_forward_method expects a method or its name, got {type(method).__name__}.")
+        name = method if isinstance(method, str) else method.__name__
+        if name == "forward":
+            raise ValueError("'forward' already runs through Fabric; mark other methods, such as 'generate'.")
+        if not isinstance(getattr(self._original_module, name, None), MethodType):
+            raise ValueError(
+                f"mark_forward_method({name!r}): {type(self._original_module).__name__} has no method {name!r}."
+            )
+        self._forward_methods.add(name)
+
+    def _redirect(self, name: str) -> Callable[..., Any]:
+        original = self._original_module
+
+        def call_through_forward(*args: Any, **kwargs: Any) -> Any:
+            def redirected_forward(*a: Any, **kw: Any) -> Any:
+                # Restore forward before running the method: it may itself call forward.
+                del original.forward
+                return getattr(original, name)(*a, **kw)
+
+            original.forward = redirected_forward
+            try:
+                return self(*args, **kwargs)
+            finally:
+                original.__dict__.pop("forward", None)
+
+        return call_through_forward
+
+    def release(self) -> None:
+        """Drop the strategy's wrapper (e.g. the DDP reducer) so the process group can be torn down."""
+        original = self._original_module
+        if self._forward_module is not original:
+            nn.Module.__setattr__(self, "_forward_module", original)
+            self.__dict__["_forward_call"] = _forward_path(original, self._strategy.precision)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._original_module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self._original_module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            pass
+        original = super().__getattr__("_original_module")
+        if name in self.__dict__.get("_forward_methods", ()):
+            return self._redirect(name)
+        return getattr(original, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not self.__dict__.get("_fabric_module_initialized", False):
+            super().__setattr__(name, value)
+            return
+        original = self._original_module
+        owned = name in self.__dict__ or name in self._modules or name in self._parameters or name in self._buffers
+        if not owned and not hasattr(type(self), name):
+            setattr(original, name, value)
+            return
+        super().__setattr__(name, value)
+
+    def __repr__(self) -> str:
+        return f"_FabricModule({self._original_module!r})"
+
+
+class _FabricOptimizer:
+    """A set-up optimizer: ``step`` goes through the strategy and precision (e.g. a gradient scaler).
+
+    It is an instance of the user's optimizer class too (``isinstance(opt, torch.optim.AdamW)`` holds),
+    and shares its parameter groups and state.
+    """
+
+    def __init__(self, optimizer: Optimizer, strategy: Strategy, callbacks: list[Any] | None = None) -> None:
+        # An instance-level `step` (LR schedulers patch one in) must stay on the real optimizer.
+        self.__dict__ = {k: v for k, v in optimizer.__dict__.items() if k not in ("step", "state_dict")}
+        self.__class__ = type("Fabric" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
+        self._optimizer = optimizer
+        self._strategy = strategy
+        self._after_step = [
+            hook for hook in (getattr(cb, "on_after_optimizer_step", None) for cb in callbacks or []) if callable(hook)
+        ]
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """The user's optimizer."""
+        return self._optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._strategy.get_optimizer_state(self._optimizer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._optimizer.load_state_dict(state_dict)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        kwargs = {} if closure is None else {"closure": closure}
+        output = self._strategy.optimizer_step(self._optimizer, **kwargs)
+        for hook in self._after_step:
+            hook(strategy=self._strategy, optimizer=self._optimizer)
+        return output
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __repr__(self) -> str:
+        return f"_FabricOptimizer({self._optimizer!r})"
+
+
+class _FabricDataLoader:
+    """A set-up dataloader: advances the sampler's epoch on each pass and moves batches to the device."""
+
+    def __init__(self, dataloader: DataLoader, device: torch.device | None = None) -> None:
+        self._dataloader = dataloader
+        self._device = device
+        self._num_iter_calls = 0
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where batches are moved to (``None``: left where the loader puts them)."""
+        return self._device
+
+    def __len__(self) -> int:
+        return len(self._dataloader)
+
+    def __iter__(self) -> Iterator[Any]:
+        set_sampler_epoch(self._dataloader, self._num_iter_calls)
+        self._num_iter_calls += 1
+        if self._device is None:
+            yield from self._dataloader
+            return
+        device = self._device
+        for batch in self._dataloader:
+            yield move_data_to_device(batch, device)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_dataloader":  # during unpickling, before __init__ ran
+            raise AttributeError(name)
+        return getattr(self._dataloader, name)
+
+    def __repr__(self) -> str:
+        return f"_FabricDataLoader({self._dataloader!r})"
+
+
+def unwrap(obj: Any) -> Any:
+    """The object a Fabric wrapper holds for the strategy (a model's strategy-wrapped module)."""
+    if isinstance(obj, _FabricModule):
+        return obj._forward_module
+    if isinstance(obj, _FabricOptimizer):
+        return obj._optimizer
+    if isinstance(obj, _FabricDataLoader):
+        return obj._dataloader
+    return obj
