@@ -1,4 +1,4 @@
-"""The environment of a plain run on one machine (or nodes started by hand), where Fabric starts the processes."""
+"""The environment of a plain run: one machine, or nodes started by hand; Fabric starts the processes."""
 
 from __future__ import annotations
 

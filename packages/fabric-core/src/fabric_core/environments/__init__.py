@@ -1,0 +1,28 @@
+"""Cluster environments: where each process of a run sits and how the processes find rank 0.
+
+``Fabric(...)`` picks the first registered environment whose ``detect()`` holds (Slurm, torchrun,
+Kubeflow, LSF, MPI, in that order) and falls back to :class:`LocalEnvironment`. Pass one explicitly
+with ``Fabric(plugins=[SLURMEnvironment(auto_requeue=False)])``.
+
+Every module here imports only the standard library; mpi4py is imported when MPI is detected or used.
+"""
+
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.environments.kubeflow import KubeflowEnvironment
+from fabric_core.environments.local import LightningEnvironment, LocalEnvironment, find_free_port
+from fabric_core.environments.lsf import LSFEnvironment
+from fabric_core.environments.mpi import MPIEnvironment
+from fabric_core.environments.slurm import SLURMEnvironment
+from fabric_core.environments.torchelastic import TorchElasticEnvironment
+
+__all__ = [
+    "ClusterEnvironment",
+    "KubeflowEnvironment",
+    "LSFEnvironment",
+    "LightningEnvironment",
+    "LocalEnvironment",
+    "MPIEnvironment",
+    "SLURMEnvironment",
+    "TorchElasticEnvironment",
+    "find_free_port",
+]

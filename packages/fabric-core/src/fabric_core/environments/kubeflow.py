@@ -1,0 +1,93 @@
+"""The environment of a Kubeflow PyTorchJob: one pod per process, one process per pod."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.environments.local import _int_from_env
+
+log = logging.getLogger(__name__)
+
+_REQUIRED = ("KUBERNETES_PORT", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+# torchrun inside a pod sets these; then TorchElasticEnvironment describes the processes, not this one.
+_TORCHELASTIC = ("GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+def _kubeflow_variable(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(
+            f"Environment variable {name} is not set, but KubeflowEnvironment reads it. Run the script as a "
+            "replica of a Kubeflow PyTorchJob, whose operator sets it in every pod."
+        )
+    return value
+
+
+def _kubeflow_int(name: str) -> int:
+    _kubeflow_variable(name)
+    return _int_from_env(name)
+
+
+class KubeflowEnvironment(ClusterEnvironment):
+    """The Kubeflow training operator started one pod per process and exported the rendezvous variables.
+
+    Each pod is a node with one device, so ``RANK`` is both the global rank and the node rank and the
+    local rank is always 0; run with ``Fabric(devices=1, num_nodes=<replicas>)``. Detected when
+    ``KUBERNETES_PORT``, ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE`` and ``RANK`` are set and none
+    of torchrun's ``GROUP_RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` is (a PyTorchJob that runs
+    ``torchrun`` in each pod is a TorchElastic run).
+    """
+
+    @property
+    def creates_processes_externally(self) -> bool:
+        return True
+
+    @property
+    def main_address(self) -> str:
+        return _kubeflow_variable("MASTER_ADDR")
+
+    @property
+    def main_port(self) -> int:
+        return _kubeflow_int("MASTER_PORT")
+
+    @staticmethod
+    def detect() -> bool:
+        return all(name in os.environ for name in _REQUIRED) and not any(
+            name in os.environ for name in _TORCHELASTIC
+        )
+
+    def world_size(self) -> int:
+        return _kubeflow_int("WORLD_SIZE")
+
+    def set_world_size(self, size: int) -> None:
+        if size != self.world_size():
+            log.debug("KubeflowEnvironment.set_world_size(%d) ignored: the job fixed WORLD_SIZE.", size)
+
+    def global_rank(self) -> int:
+        return _kubeflow_int("RANK")
+
+    def set_global_rank(self, rank: int) -> None:
+        if rank != self.global_rank():
+            log.debug("KubeflowEnvironment.set_global_rank(%d) ignored: the PyTorchJob fixed RANK.", rank)
+
+    def local_rank(self) -> int:
+        return 0
+
+    def node_rank(self) -> int:
+        return self.global_rank()
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        """Raise ``ValueError`` unless ``devices=1`` and ``num_nodes`` equals the job's ``WORLD_SIZE``."""
+        if num_devices != 1:
+            raise ValueError(
+                f"A Kubeflow PyTorchJob runs one process per pod but Fabric(devices={num_devices}): "
+                "set devices=1 and one replica per device, or start the processes of each pod with torchrun."
+            )
+        world_size = self.world_size()
+        if world_size != num_nodes:
+            raise ValueError(
+                f"The PyTorchJob has {world_size} replicas (WORLD_SIZE={world_size}) but "
+                f"Fabric(num_nodes={num_nodes}): set num_nodes={world_size} or run {num_nodes} replicas."
+            )
