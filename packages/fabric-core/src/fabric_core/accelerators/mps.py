@@ -29,6 +29,8 @@ class MPSAccelerator(Accelerator):
     @staticmethod
     def parse_devices(devices: Any) -> list[int]:
         value = devices
+        if isinstance(value, bool):
+            value = None  # True == 1 in Python, but devices=True is not a count
         if isinstance(value, str):
             value = value.strip()
             value = [int(v) for v in value.split(",") if v.strip()] if "," in value else value

@@ -57,6 +57,10 @@ class MixedPrecision(Precision):
         self.scaler = scaler
         self._dtype = _DTYPES[precision]
 
+    @property
+    def skips_nonfinite_steps(self) -> bool:
+        return self.scaler is not None
+
     def forward_context(self) -> AbstractContextManager:
         return torch.autocast(self.device, dtype=self._dtype)
 

@@ -55,6 +55,11 @@ class Precision:
     #: Whether this precision changes nothing in forward: lets the model wrapper skip the casts.
     passthrough_forward: ClassVar[bool] = True
 
+    @property
+    def skips_nonfinite_steps(self) -> bool:
+        """Whether a step with non-finite gradients is skipped here (loss scaling), so clipping must not raise."""
+        return False
+
     def convert_module(self, module: Module) -> Module:
         """Convert the module's parameters and buffers (e.g. to a lower-precision dtype)."""
         return module

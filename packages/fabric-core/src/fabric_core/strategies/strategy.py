@@ -257,8 +257,11 @@ class Strategy(ABC):
         error_if_nonfinite: bool = True,
     ) -> Tensor:
         """Clip gradients to a total ``norm_type`` norm of ``max_norm``; return the norm before clipping."""
-        self.precision.unscale_gradients(optimizer)
-        parameters = list(self.precision.main_params(optimizer))
+        precision = self.precision
+        precision.unscale_gradients(optimizer)
+        parameters = list(precision.main_params(optimizer))
+        # With loss scaling, overflowing gradients are expected now and then: the step is skipped.
+        error_if_nonfinite = error_if_nonfinite and not precision.skips_nonfinite_steps
         return torch.nn.utils.clip_grad_norm_(
             parameters, max_norm=max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
         )
