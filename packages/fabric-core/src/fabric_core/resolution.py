@@ -252,7 +252,7 @@ def normalize_precision(value: Any) -> str:
         if str(value) in ("16", "bf16"):
             rank_zero_warn(
                 f"precision={value!r} is kept for compatibility; write precision={name!r}, which says the same.",
-                stacklevel=6,
+                stacklevel=7,
             )
         return name
     return str(value)

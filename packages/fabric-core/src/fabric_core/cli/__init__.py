@@ -27,9 +27,19 @@ def _plugin_commands() -> dict[str, tuple[str, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fabric`` console script and of ``python -m fabric_core``."""
-    from fabric_core.plugins.registry import load_target
+    from fabric_core.plugins.manager import PluginError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args)
+    except PluginError as err:  # FABRIC_STRICT_PLUGINS=1 and a plugin failed: say so, without a traceback
+        print(f"fabric: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: list[str]) -> int:
+    from fabric_core.plugins.registry import load_target
+
     if not args or args[0] in ("-h", "--help"):
         commands = {**_plugin_commands(), **_BUILTIN}
         print(_usage(commands))
@@ -45,14 +55,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         plugin_commands = _plugin_commands()
         if name not in plugin_commands:
-            from fabric_core.plugins.manager import get_registries
-
-            try:
-                get_registries().commands.get(name)
-            except ValueError as err:
-                known = ", ".join(sorted({*_BUILTIN, *plugin_commands}))
-                print(f"fabric: {err} Commands: {known}.", file=sys.stderr)
-                return 2
+            print(f"fabric: {_unknown_command(name, plugin_commands)}", file=sys.stderr)
+            return 2
         command = plugin_commands[name][0].load()
     result = command(rest)
     return int(result or 0)
+
+
+def _unknown_command(name: str, plugin_commands: dict[str, tuple]) -> str:
+    import difflib
+
+    from fabric_core.plugins.manager import get_registries
+
+    registry = get_registries().commands
+    if name in registry:  # registered by two plugins: the registry's error names both
+        try:
+            registry.get(name)
+        except ValueError as err:
+            return str(err)
+    known = sorted({*_BUILTIN, *plugin_commands})
+    message = f"unknown command {name!r}. Commands: {', '.join(known)}."
+    close = difflib.get_close_matches(name, known, n=1)
+    return message + (f" Did you mean {close[0]!r}?" if close else "")

@@ -197,18 +197,20 @@ def _accelerator_class(name: str | None) -> type:
         if not cls.is_available():
             raise UsageError(f"--accelerator={name}: the {name} accelerator is not available here.")
         return cls
-    candidates = []
+    candidates, gpus = [], []
     for entry in registry:
         try:
             cls = entry.load()
         except ImportError:
             continue  # a broken plugin was already reported by plugin discovery; it cannot be picked
+        if cls.is_gpu:
+            gpus.append(entry.name)
         if (name != "gpu" or cls.is_gpu) and cls.is_available():
             candidates.append(cls)
     if not candidates:
-        gpus = ", ".join(e.name for e in registry if getattr(e.load(), "is_gpu", False)) or "none installed"
         raise UsageError(
-            f"--accelerator={name}: no GPU accelerator is available here (GPU accelerators: {gpus})."
+            f"--accelerator={name}: no GPU accelerator is available here (GPU accelerators: "
+            f"{', '.join(gpus) or 'none installed'})."
         )
     return max(candidates, key=lambda cls: cls.priority)
 
@@ -253,16 +255,21 @@ def _run_torchrun(torchrun_args: list[str], node_rank: int) -> int:
         torchrun.main(torchrun_args)
     except ChildFailedError as err:
         first_rank, first = err.get_first_failure()
+        print(
+            f"{PROG}: rank {first_rank} failed first ({_describe(first, node_rank)}); the other processes "
+            "on this node were ended.",
+            file=sys.stderr,
+        )
         for rank, failure in sorted(err.failures.items()):
-            how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"code {failure.exitcode}"
-            print(
-                f"{PROG}: rank {rank} (local rank {failure.local_rank} on node {node_rank}, pid "
-                f"{failure.pid}) exited with {how}; the other processes on this node were ended.",
-                file=sys.stderr,
-            )
-        print(f"{PROG}: the first failure was rank {first_rank}.", file=sys.stderr)
+            if rank != first_rank:
+                print(f"{PROG}: rank {rank} ended too ({_describe(failure, node_rank)}).", file=sys.stderr)
         return 128 - first.exitcode if first.exitcode < 0 else max(first.exitcode, 1)
     except SignalException as err:
         print(f"{PROG}: received {err.sigval.name}; the processes on this node were ended.", file=sys.stderr)
         return 128 + int(err.sigval)
     return 0
+
+
+def _describe(failure: Any, node_rank: int) -> str:
+    how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+    return f"local rank {failure.local_rank} on node {node_rank}, pid {failure.pid}, {how}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,6 +28,16 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "wb")`` would give: an existing file's, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True) -> None:
     """``torch.save(obj, path)`` through a temporary file in the same directory and an atomic rename.
 
@@ -38,6 +49,7 @@ def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        os.chmod(tmp_name, _new_file_mode(path))  # mkstemp creates 0600; keep torch.save's permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -89,12 +101,25 @@ class TorchCheckpointIO(CheckpointIO):
         try:
             return torch.load(path, map_location=map_location if map_location is not None else "cpu",
                               weights_only=self.weights_only)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-            raise RuntimeError(
-                f"Checkpoint '{path}' is corrupt or truncated and cannot be loaded ({type(err).__name__}: {err}). "
-                "Restore it from a copy or load an earlier checkpoint; fabric.save() writes atomically, so a file "
-                "it wrote is only damaged by changes made after the save."
-            ) from err
+        except PermissionError:
+            raise
+        except pickle.UnpicklingError as err:
+            if self.weights_only and "Weights only load failed" in str(err):
+                raise RuntimeError(
+                    f"Checkpoint '{path}' holds Python objects that weights_only=True refuses to load ({err}). If "
+                    "you trust the file, load it with TorchCheckpointIO(weights_only=False)."
+                ) from err
+            raise self._corrupt(path, err) from err
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+            raise self._corrupt(path, err) from err
+
+    @staticmethod
+    def _corrupt(path: Path, err: BaseException) -> RuntimeError:
+        return RuntimeError(
+            f"Checkpoint '{path}' is corrupt or truncated and cannot be loaded ({type(err).__name__}: {err}). "
+            "Restore it from a copy or load an earlier checkpoint; fabric.save() writes atomically, so a file "
+            "it wrote is only damaged by changes made after the save."
+        )
 
     def remove_checkpoint(self, path: str | Path) -> None:
         path = Path(path)

@@ -78,13 +78,17 @@ def _disabled() -> set[str]:
 def _fail(info: PluginInfo, what: str, err: BaseException) -> None:
     message = f"{type(err).__name__}: {err}"
     info.errors.append(f"{what}: {message}")
+    if _strict():
+        raise PluginError(
+            f"fabric plugin '{info.name}' from {info.distribution} {info.version}: {what} failed with "
+            f"{message}. {STRICT_ENV}=1 makes this an error: fix or uninstall the plugin, or set "
+            f"{DISABLE_ENV}={info.name} to skip it."
+        ) from err
     text = (
         f"Skipping fabric plugin '{info.name}' from {info.distribution} {info.version}: {what} failed with "
         f"{message}. The other plugins keep working; set {DISABLE_ENV}={info.name} to stop loading it, or "
         f"{STRICT_ENV}=1 to make this an error."
     )
-    if _strict():
-        raise PluginError(text) from err
     warnings.warn(text, PluginLoadWarning, stacklevel=4)
 
 
@@ -137,24 +141,28 @@ def discover() -> Registries:
             continue
         loaded.append((info, module))
 
-    for hook_name, kind in hookspecs.HOOKS.items():
-        registry = registries[kind]
-        caller = getattr(manager.hook, hook_name)
-        implementations = {impl.plugin: impl for impl in caller.get_hookimpls()}
-        for info, module in loaded:
-            impl = implementations.get(module)
-            if impl is None or info.errors:
+    for info, module in loaded:
+        # All or nothing: a plugin whose hook raises contributes none of its names.
+        scoped_registries: list[tuple[str, ScopedRegistry]] = []
+        for hook_name, kind in hookspecs.HOOKS.items():
+            impls = [i for i in getattr(manager.hook, hook_name).get_hookimpls() if i.plugin is module]
+            if not impls:
                 continue
-            scoped = ScopedRegistry(registry, info.distribution, info.version, info.name)
+            (impl,) = impls
+            scoped = ScopedRegistry(registries[kind], info.distribution, info.version, info.name)
             try:
                 impl.function(**{arg: scoped for arg in impl.argnames})
             except Exception as err:
                 _fail(info, hook_name, err)
-                registry.record_failure(info.distribution, info.errors[-1])
-                continue
-            names = scoped.commit()
-            if names:
-                info.registered.setdefault(kind, []).extend(names)
+                for registry in registries.values():
+                    registry.record_failure(info.distribution, info.errors[-1])
+                break
+            scoped_registries.append((kind, scoped))
+        else:
+            for kind, scoped in scoped_registries:
+                names = scoped.commit()
+                if names:
+                    info.registered.setdefault(kind, []).extend(names)
     return Registries(plugins=infos, **registries)
 
 

@@ -56,6 +56,14 @@ def load_target(target: Any) -> Any:
     return obj
 
 
+def check_registration(label: str, name: Any, target: Any) -> None:
+    """Raise if ``name`` is not a non-empty string or a string ``target`` lacks its ``:attribute``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"A {label} name must be a non-empty string, got {name!r}.")
+    if isinstance(target, str) and ":" not in target:
+        raise ValueError(f"{label} '{name}': target {target!r} must be 'package.module:attribute'.")
+
+
 @dataclass
 class Entry:
     """A registered name: what it points to, how to construct it and who registered it."""
@@ -104,6 +112,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._conflicts: dict[str, list[Entry]] = {}
+        self._candidates: dict[str, list[Entry]] = {}  # every registration of each name
         self._failures: dict[str, str] = {}  # distribution -> error, for first-party hints
 
     @property
@@ -123,25 +132,18 @@ class Registry:
         self._add(Entry(name=name, target=target, description=description, init_kwargs=init_kwargs, override=override))
 
     def _add(self, entry: Entry) -> None:
-        if not isinstance(entry.name, str) or not entry.name:
-            raise TypeError(f"A {self.label} name must be a non-empty string, got {entry.name!r}.")
-        if isinstance(entry.target, str) and ":" not in entry.target:
-            raise ValueError(
-                f"{self.label} '{entry.name}': target {entry.target!r} must be 'package.module:attribute'."
-            )
-        if entry.name in self._conflicts:
-            self._conflicts[entry.name].append(entry)
-            return
-        existing = self._entries.get(entry.name)
-        if existing is None:
-            self._entries[entry.name] = entry
-        elif entry.override and not existing.override:
-            self._entries[entry.name] = entry
-        elif existing.override and not entry.override:
-            pass  # an override stays in place whatever order the plugins loaded in
+        check_registration(self.label, entry.name, entry.target)
+        candidates = self._candidates.setdefault(entry.name, [])
+        candidates.append(entry)
+        # Decided from all registrations so far, so the load order never matters: a single override
+        # wins; otherwise a single registration; otherwise the contenders conflict.
+        contenders = [e for e in candidates if e.override] or candidates
+        if len(contenders) == 1:
+            self._entries[entry.name] = contenders[0]
+            self._conflicts.pop(entry.name, None)
         else:
-            del self._entries[entry.name]
-            self._conflicts[entry.name] = [existing, entry]
+            self._entries.pop(entry.name, None)
+            self._conflicts[entry.name] = contenders
 
     def record_failure(self, distribution: str, error: str) -> None:
         self._failures[distribution] = error
@@ -230,8 +232,8 @@ class ScopedRegistry:
         **init_kwargs: Any,
     ) -> None:
         """Register ``name`` for ``target``; see :meth:`Registry.register`."""
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"A {self._registry.label} name must be a non-empty string, got {name!r}.")
+        # Checked here, inside the plugin's hook, so that a bad registration is that plugin's failure.
+        check_registration(self._registry.label, name, target)
         self.pending.append(
             Entry(
                 name=name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,9 +27,8 @@ def apply_to_collection(data: Any, dtype: type | tuple[type, ...], function: Cal
         items = [(k, apply_to_collection(v, dtype, function, *args, **kwargs)) for k, v in data.items()]
         if type(data) is dict:
             return dict(items)
-        factory = getattr(data, "default_factory", None)
-        if factory is not None:
-            return type(data)(factory, items)
+        if isinstance(data, defaultdict):
+            return type(data)(data.default_factory, items)
         return type(data)(items)
     if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
         return type(data)(*(apply_to_collection(v, dtype, function, *args, **kwargs) for v in data))
@@ -42,7 +42,12 @@ def apply_to_collection(data: Any, dtype: type | tuple[type, ...], function: Cal
             for f in dataclasses.fields(data)
             if f.init
         }
-        return dataclasses.replace(data, **changes)
+        result = dataclasses.replace(data, **changes)
+        for f in dataclasses.fields(data):
+            if not f.init and hasattr(data, f.name):  # replace() re-initialises these: keep their values
+                value = apply_to_collection(getattr(data, f.name), dtype, function, *args, **kwargs)
+                object.__setattr__(result, f.name, value)
+        return result
     return data
 
 

@@ -69,7 +69,7 @@ def needs_distributed_sampler(dataloader: DataLoader) -> bool:
     """Whether the loader's sampling must be split among ranks (map-style data not already split)."""
     if isinstance(dataloader.dataset, IterableDataset):
         return False
-    samplers = (dataloader.sampler, getattr(dataloader.batch_sampler, "sampler", None))
+    samplers = (dataloader.sampler, dataloader.batch_sampler, getattr(dataloader.batch_sampler, "sampler", None))
     return not any(isinstance(s, (DistributedSampler, DistributedSamplerWrapper)) for s in samplers)
 
 
@@ -127,6 +127,8 @@ def set_sampler_epoch(dataloader: DataLoader, epoch: int) -> None:
         if sampler is None or id(sampler) in seen:
             continue
         seen.add(id(sampler))
+        if isinstance(sampler, DistributedSamplerWrapper):
+            seen.add(id(sampler.sampler))  # the wrapper forwards set_epoch itself
         set_epoch = getattr(sampler, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)

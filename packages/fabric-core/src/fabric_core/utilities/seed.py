@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import random
 from typing import Any
@@ -56,8 +57,12 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
                 raise ValueError(
                     f"Environment variable {SEED_ENV}={raw!r} is not an integer seed; unset it or set an integer."
                 ) from None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed_everything(seed={seed!r}) needs an int, got {type(seed).__name__}.")
+    if isinstance(seed, bool):
+        raise TypeError(f"seed_everything(seed={seed!r}) needs an int, got bool.")
+    try:
+        seed = operator.index(seed)  # int and NumPy integers
+    except TypeError:
+        raise TypeError(f"seed_everything(seed={seed!r}) needs an int, got {type(seed).__name__}.") from None
     if not _MIN_SEED <= seed <= _MAX_SEED:
         raise ValueError(
             f"seed_everything(seed={seed}) is out of range: a seed must lie in [{_MIN_SEED}, {_MAX_SEED}] "

@@ -1,0 +1,83 @@
+"""Conformance tests for plugin authors: subclass one in your own pytest suite to check your plugin.
+
+Each class is a set of pytest tests that any accelerator, precision, strategy or cluster environment
+must pass; fabric-core's built-ins pass the same tests. The classes' names do not start with ``Test``,
+so pytest runs them only through your subclass, which names what to check with a class attribute::
+
+    # tests/test_conformance.py of your plugin
+    import functools
+
+    from fabric_core.testing import (
+        AcceleratorConformance,
+        ClusterEnvironmentConformance,
+        PrecisionConformance,
+        StrategyConformance,
+    )
+
+    from my_plugin import MyAccelerator, MyEnvironment, MyPrecision, MyStrategy
+
+
+    class TestMyAccelerator(AcceleratorConformance):
+        accelerator_cls = MyAccelerator  # the class; checks needing the device skip where it is absent
+
+
+    class TestMyPrecision(PrecisionConformance):
+        precision_factory = functools.partial(MyPrecision, "fp8-mixed")  # any zero-argument callable
+        device = "cuda"  # where the training checks run (default "cpu"); they skip where it is absent
+
+
+    class TestMyStrategy(StrategyConformance):
+        strategy_factory = MyStrategy  # checked through Fabric(accelerator="cpu", strategy=..., devices=1)
+
+
+    class TestMyEnvironment(ClusterEnvironmentConformance):
+        environment_factory = MyEnvironment
+        environment_variables = {"MY_JOB_ID": "17", "MY_RANK": "0", "MY_WORLD_SIZE": "1"}
+
+Run them with ``pytest``; each check is one test named for the behaviour it expects
+(``test_parse_devices_rejects_a_bad_value_with_value_or_type_error['nonsense']``, ...), so a failure
+says what your plugin does differently. To skip a check that does not apply, override it in your
+subclass with a test that calls ``pytest.skip("why")``; to add a check, add a ``test_`` method.
+
+These modules import pytest; ``import fabric_core`` never imports them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fabric_core.testing.accelerator import AcceleratorConformance
+    from fabric_core.testing.environment import ClusterEnvironmentConformance
+    from fabric_core.testing.precision import PrecisionConformance
+    from fabric_core.testing.strategy import StrategyConformance
+
+__all__ = [
+    "AcceleratorConformance",
+    "ClusterEnvironmentConformance",
+    "PrecisionConformance",
+    "StrategyConformance",
+]
+
+_LAZY = {
+    "AcceleratorConformance": "fabric_core.testing.accelerator",
+    "ClusterEnvironmentConformance": "fabric_core.testing.environment",
+    "PrecisionConformance": "fabric_core.testing.precision",
+    "StrategyConformance": "fabric_core.testing.strategy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Importing the package stays free of pytest; the class you ask for brings it in.
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'fabric_core.testing' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
