@@ -72,9 +72,7 @@ def make_datasets(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     scaler = StandardScaler().fit(x_train)
 
     def to_dataset(x, y) -> TensorDataset:
-        return TensorDataset(
-            torch.tensor(scaler.transform(x), dtype=torch.float32), torch.tensor(y, dtype=torch.long)
-        )
+        return TensorDataset(torch.tensor(scaler.transform(x), dtype=torch.float32), torch.tensor(y, dtype=torch.long))
 
     return to_dataset(x_train, y_train), to_dataset(x_test, y_test)
 

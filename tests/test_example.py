@@ -22,9 +22,7 @@ ACCURACY = re.compile(r"test accuracy: ([0-9.]+)")
 def run_example(*command: str) -> str:
     """Run ``command`` from the repository root; return its output after checking it exited 0."""
     try:
-        result = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-        )
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"{' '.join(command)} did not finish in {TIMEOUT_S} s. Output:\n{err.stdout}{err.stderr}")
     output = result.stdout + result.stderr

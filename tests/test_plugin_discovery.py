@@ -80,9 +80,7 @@ def strategy_plugin(*names: str, target: str = "fake_targets:FakeStrategy", **op
     """The source of a plugin registering each of ``names`` as a strategy for ``target``."""
     arguments = "".join(f", {key}={value!r}" for key, value in options.items())
     calls = "".join(f"\n    registry.register({name!r}, {target!r}{arguments})" for name in names)
-    header = (
-        "from fabric_core.plugins import hookimpl\n\n@hookimpl\ndef fabric_register_strategies(registry):"
-    )
+    header = "from fabric_core.plugins import hookimpl\n\n@hookimpl\ndef fabric_register_strategies(registry):"
     return f"{header}{calls}\n"
 
 
@@ -104,9 +102,7 @@ class Site:
         (info / "entry_points.txt").write_text(f"[fabric]\n{lines}")
         importlib.invalidate_caches()  # importlib.metadata caches directory listings
 
-    def add_plugin(
-        self, distribution: str, source: str, version: str = "1.0", entry: str | None = None
-    ) -> str:
+    def add_plugin(self, distribution: str, source: str, version: str = "1.0", entry: str | None = None) -> str:
         """Install ``distribution`` with one plugin module holding ``source``; returns the module name."""
         module = distribution.replace("-", "_") + "_plugin"
         self.add_module(module, source)
@@ -180,9 +176,7 @@ def test_third_party_name_resolves_to_its_target(site: Site, kind: str, name: st
 
 
 @pytest.mark.parametrize(("kind", "name", "attribute"), KINDS)
-def test_third_party_entry_names_its_distribution_and_version(
-    site: Site, kind: str, name: str, attribute: str
-) -> None:
+def test_third_party_entry_names_its_distribution_and_version(site: Site, kind: str, name: str, attribute: str) -> None:
     site.add_plugin("fake-everything", EVERY_KIND, version="1.2.3")
     entry = get_registries()[kind].get(name)
     assert (entry.distribution, entry.version, entry.plugin) == (
@@ -217,10 +211,7 @@ def test_lazy_target_is_imported_only_when_loaded(site: Site) -> None:
 
 
 def test_import_fabric_core_loads_no_plugin_machinery() -> None:
-    code = (
-        "import fabric_core, sys; "
-        "print('pluggy' in sys.modules, 'fabric_core.plugins.manager' in sys.modules)"
-    )
+    code = "import fabric_core, sys; print('pluggy' in sys.modules, 'fabric_core.plugins.manager' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
@@ -245,9 +236,7 @@ def test_reset_makes_the_next_use_discover_again(site: Site) -> None:
 # -- broken plugins ----------------------------------------------------------------------------------
 
 
-def test_plugin_failing_to_import_warns_with_distribution_version_and_error(
-    site: Site, lenient: None
-) -> None:
+def test_plugin_failing_to_import_warns_with_distribution_version_and_error(site: Site, lenient: None) -> None:
     site.add_plugin("fake-broken", BROKEN_IMPORT, version="0.9.1")
     with pytest.warns(PluginLoadWarning) as warned:
         get_registries()
@@ -337,18 +326,14 @@ def test_malformed_target_is_that_plugins_failure(site: Site, lenient: None) -> 
     assert "good_strategy" in registries.strategies
 
 
-def test_strict_mode_raises_plugin_error_naming_the_distribution(
-    site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_strict_mode_raises_plugin_error_naming_the_distribution(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(manager.STRICT_ENV, "1")
     site.add_plugin("fake-broken", BROKEN_IMPORT, version="0.9.1")
     with pytest.raises(PluginError, match=r"fake-broken 0\.9\.1.*missing_dependency_of_the_plugin"):
         get_registries()
 
 
-def test_strict_mode_error_does_not_claim_the_plugin_was_skipped(
-    site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_strict_mode_error_does_not_claim_the_plugin_was_skipped(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     # Under strict mode nothing was skipped, and the variable the message suggests is already set.
     monkeypatch.setenv(manager.STRICT_ENV, "1")
     site.add_plugin("fake-broken", BROKEN_IMPORT)
@@ -382,9 +367,7 @@ def test_disabled_plugin_registers_nothing(site: Site, monkeypatch: pytest.Monke
 
 def test_name_from_two_distributions_raises_naming_both(site: Site) -> None:
     site.add_plugin("fake-alpha", strategy_plugin("shared"), version="1.0")
-    site.add_plugin(
-        "fake-beta", strategy_plugin("shared", target="fake_targets:OtherStrategy"), version="2.0"
-    )
+    site.add_plugin("fake-beta", strategy_plugin("shared", target="fake_targets:OtherStrategy"), version="2.0")
     with pytest.raises(ValueError, match="shared") as info:
         get_registries().strategies.get("shared")
     assert "fake-alpha 1.0" in str(info.value) and "fake-beta 2.0" in str(info.value)
@@ -411,9 +394,7 @@ def test_name_collision_is_listed_in_conflicts(site: Site) -> None:
     [("fake-aaa-override", "fake-zzz-plain"), ("fake-zzz-override", "fake-aaa-plain")],
     ids=["override loads first", "override loads last"],
 )
-def test_override_wins_whatever_the_load_order(
-    site: Site, override_distribution: str, plain_distribution: str
-) -> None:
+def test_override_wins_whatever_the_load_order(site: Site, override_distribution: str, plain_distribution: str) -> None:
     site.add_plugin(
         override_distribution, strategy_plugin("shared", target="fake_targets:OtherStrategy", override=True)
     )
@@ -428,9 +409,7 @@ def test_override_wins_over_two_plain_registrations_in_any_position(site: Site, 
     prefix = {"first": "fake-a", "middle": "fake-m", "last": "fake-z"}[position]
     site.add_plugin("fake-b-plain", strategy_plugin("shared"))
     site.add_plugin("fake-y-plain", strategy_plugin("shared"))
-    site.add_plugin(
-        f"{prefix}-override", strategy_plugin("shared", target="fake_targets:OtherStrategy", override=True)
-    )
+    site.add_plugin(f"{prefix}-override", strategy_plugin("shared", target="fake_targets:OtherStrategy", override=True))
     assert get_registries().strategies.get("shared").distribution == f"{prefix}-override"
 
 
@@ -523,14 +502,10 @@ def test_plugins_json_lists_conflicts_and_exits_1(site: Site, capsys: pytest.Cap
     assert [s["distribution"] for s in conflict["registered_by"]] == ["fake-alpha", "fake-beta"]
 
 
-def test_plugins_json_shows_which_plugin_overrode_a_name(
-    site: Site, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_plugins_json_shows_which_plugin_overrode_a_name(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     site.add_plugin("fake-ddp", strategy_plugin("ddp", override=True), version="3.0")
     plugins_cli.main(["--json"])
-    (core,) = [
-        p for p in json.loads(capsys.readouterr().out)["plugins"] if p["distribution"] == "fabric-core"
-    ]
+    (core,) = [p for p in json.loads(capsys.readouterr().out)["plugins"] if p["distribution"] == "fabric-core"]
     assert core["overridden"] == [
         {
             "kind": "strategies",
@@ -540,9 +515,7 @@ def test_plugins_json_shows_which_plugin_overrode_a_name(
     ]
 
 
-def test_plugins_text_shows_each_plugin_with_its_names(
-    site: Site, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_plugins_text_shows_each_plugin_with_its_names(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     site.add_plugin("fake-everything", EVERY_KIND, version="1.2.3")
     assert plugins_cli.main([]) == 0
     out = capsys.readouterr().out
@@ -561,9 +534,7 @@ def test_plugins_text_shows_a_failure_and_a_conflict(
         assert plugins_cli.main([]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "missing_dependency_of_the_plugin" in out
-    assert (
-        "strategy 'shared': fake-alpha 1.0 (plugin 'fake_alpha'), fake-beta 2.0 (plugin 'fake_beta')" in out
-    )
+    assert "strategy 'shared': fake-alpha 1.0 (plugin 'fake_alpha'), fake-beta 2.0 (plugin 'fake_beta')" in out
 
 
 def test_plugins_in_strict_mode_prints_the_error_and_exits_1(site: Site) -> None:
@@ -592,9 +563,7 @@ def test_plugin_command_is_listed_in_help(site: Site) -> None:
     site.add_plugin("fake-everything", EVERY_KIND)
     result = run_fabric(site, "--help")
     assert result.returncode == 0, result.stderr
-    assert any(
-        line.split(None, 1) == ["hello", "Say hello from a plugin"] for line in result.stdout.splitlines()
-    )
+    assert any(line.split(None, 1) == ["hello", "Say hello from a plugin"] for line in result.stdout.splitlines())
 
 
 def test_help_in_strict_mode_with_a_broken_plugin_prints_the_error_without_a_traceback(site: Site) -> None:

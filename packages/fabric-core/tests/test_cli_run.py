@@ -107,9 +107,7 @@ def _records(out: Path) -> dict[int, dict]:
 
 def test_runs_one_process_per_device_with_script_args_and_fabric_env(dist_script):
     script, out = dist_script
-    proc = _start(
-        "--devices", "2", "--precision", "bf16-mixed", str(script), str(out), "ok", "--devices", "5", "-h"
-    )
+    proc = _start("--devices", "2", "--precision", "bf16-mixed", str(script), str(out), "ok", "--devices", "5", "-h")
     try:
         code, _, stderr = _finish(proc)
     finally:

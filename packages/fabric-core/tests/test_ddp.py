@@ -23,9 +23,7 @@ TIMEOUT = 180
 def run(*args: str, timeout: int = TIMEOUT, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FABRIC_", "MASTER_", "LOCAL_RANK", "RANK"))}
     env["FABRIC_STRICT_PLUGINS"] = "1"
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
-    )
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -41,8 +39,15 @@ def test_ddp_training_matches_raw_distributed_data_parallel_bit_for_bit(tmp_path
     fabric = run(str(SCRIPTS / "ddp_train.py"), "fabric", str(fabric_out))
     assert fabric.returncode == 0, fabric.stderr
     raw = run(
-        "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port),
-        str(SCRIPTS / "ddp_train.py"), "raw", str(raw_out),
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port),
+        str(SCRIPTS / "ddp_train.py"),
+        "raw",
+        str(raw_out),
     )
     assert raw.returncode == 0, raw.stderr
     ours, theirs = torch.load(fabric_out), torch.load(raw_out)
@@ -97,8 +102,18 @@ def test_launch_with_spawned_or_forked_workers_returns_rank_zero_result(strategy
 
 def test_fabric_run_with_two_devices_runs_two_ranks_with_the_cli_flags(tmp_path):
     result = run(
-        "-m", "fabric_core", "run", "--accelerator", "cpu", "--devices", "2", "--precision", "bf16-mixed",
-        str(SCRIPTS / "cli_fabric.py"), "--lr", "0.1",
+        "-m",
+        "fabric_core",
+        "run",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--precision",
+        "bf16-mixed",
+        str(SCRIPTS / "cli_fabric.py"),
+        "--lr",
+        "0.1",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for rank in (0, 1):
@@ -106,21 +121,44 @@ def test_fabric_run_with_two_devices_runs_two_ranks_with_the_cli_flags(tmp_path)
 
 
 def test_fabric_run_rejects_a_conflicting_value_set_in_code():
-    result = run("-m", "fabric_core", "run", "--devices", "2", "--precision", "bf16-mixed",
-                 str(SCRIPTS / "cli_fabric.py"), "--conflict")
+    result = run(
+        "-m",
+        "fabric_core",
+        "run",
+        "--devices",
+        "2",
+        "--precision",
+        "bf16-mixed",
+        str(SCRIPTS / "cli_fabric.py"),
+        "--conflict",
+    )
     assert result.returncode != 0
     assert "conflicts with `fabric run --precision bf16-mixed`" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
 def test_fabric_run_with_two_nodes_on_one_machine(free_port):
-    common = ["-m", "fabric_core", "run", "--devices", "1", "--num-nodes", "2", "--main-address", "127.0.0.1",
-              "--main-port", str(free_port)]
+    common = [
+        "-m",
+        "fabric_core",
+        "run",
+        "--devices",
+        "1",
+        "--num-nodes",
+        "2",
+        "--main-address",
+        "127.0.0.1",
+        "--main-port",
+        str(free_port),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FABRIC_", "MASTER_"))}
     nodes = [
         subprocess.Popen(
             [sys.executable, *common, "--node-rank", str(rank), str(SCRIPTS / "cli_fabric.py")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for rank in (0, 1)
     ]

@@ -248,9 +248,7 @@ def test_torchelastic_accepts_matching_settings():
 
 @pytest.mark.usefixtures("torchrun")
 def test_torchelastic_rejects_devices_that_differ_from_nproc_per_node():
-    message = (
-        r"torchrun started 4 processes per node but Fabric\(devices=2\): set devices=4 or --nproc-per-node=2"
-    )
+    message = r"torchrun started 4 processes per node but Fabric\(devices=2\): set devices=4 or --nproc-per-node=2"
     with pytest.raises(ValueError, match=message):
         TorchElasticEnvironment().validate_settings(num_devices=2, num_nodes=2)
 
@@ -367,9 +365,7 @@ def test_slurm_resolves_the_first_host_of_a_nodelist(nodelist, first):
     assert SLURMEnvironment.resolve_root_node_address(nodelist) == first
 
 
-@pytest.mark.parametrize(
-    "nodelist", ["node[1-3", "node1-3]", "node[]", "node[a-b]", "", ",node1", "n[1-[2]]"]
-)
+@pytest.mark.parametrize("nodelist", ["node[1-3", "node1-3]", "node[]", "node[a-b]", "", ",node1", "n[1-[2]]"])
 def test_slurm_rejects_a_malformed_nodelist_naming_it(nodelist):
     with pytest.raises(ValueError, match=re.escape(f"Slurm host list {nodelist!r} is malformed")):
         SLURMEnvironment.resolve_root_node_address(nodelist)
@@ -532,9 +528,7 @@ def test_lsf_is_not_detected_without_each_required_variable(monkeypatch, missing
 
 
 @pytest.mark.usefixtures("lsf")
-@pytest.mark.parametrize(
-    ("name", "value"), [("LSB_HOSTS", "batch1 h1 h1"), ("LSB_MCPU_HOSTS", "batch1 1 h1 2")]
-)
+@pytest.mark.parametrize(("name", "value"), [("LSB_HOSTS", "batch1 h1 h1"), ("LSB_MCPU_HOSTS", "batch1 1 h1 2")])
 def test_lsf_is_detected_with_a_host_variable_instead_of_a_rank_file(monkeypatch, name, value):
     monkeypatch.delenv("LSB_DJOB_RANKFILE")
     monkeypatch.setenv(name, value)
@@ -662,9 +656,7 @@ def test_lsf_accepts_matching_settings():
 
 @pytest.mark.usefixtures("lsf")
 def test_lsf_rejects_devices_times_nodes_that_differ_from_the_task_count():
-    with pytest.raises(
-        ValueError, match=r"jsrun started 6 tasks .* Fabric\(devices=4, num_nodes=2\) expects 8"
-    ):
+    with pytest.raises(ValueError, match=r"jsrun started 6 tasks .* Fabric\(devices=4, num_nodes=2\) expects 8"):
         LSFEnvironment().validate_settings(num_devices=4, num_nodes=2)
 
 
@@ -773,9 +765,7 @@ def test_mpi_single_process_reads_everything_from_comm_world(fake_mpi):
         (["z", "z", "a", "a"], 2, 1, 0),  # nodes follow rank order, not host-name order
     ],
 )
-def test_mpi_node_and_local_rank_come_from_the_hosts_of_all_ranks(
-    fake_mpi, hostnames, rank, node_rank, local_rank
-):
+def test_mpi_node_and_local_rank_come_from_the_hosts_of_all_ranks(fake_mpi, hostnames, rank, node_rank, local_rank):
     fake_mpi(hostnames=hostnames, rank=rank)
     env = MPIEnvironment()
     assert (env.node_rank(), env.local_rank()) == (node_rank, local_rank)
@@ -808,9 +798,7 @@ def test_mpi_rejects_devices_times_nodes_that_differ_from_the_process_count(fake
     fake_mpi(hostnames=["a", "a", "b", "b"])
     env = MPIEnvironment()
     env.validate_settings(num_devices=2, num_nodes=2)
-    with pytest.raises(
-        ValueError, match=r"started 4 processes but Fabric\(devices=4, num_nodes=2\) expects 8"
-    ):
+    with pytest.raises(ValueError, match=r"started 4 processes but Fabric\(devices=4, num_nodes=2\) expects 8"):
         env.validate_settings(num_devices=4, num_nodes=2)
 
 
@@ -885,7 +873,5 @@ def test_kubeflow_rejects_more_than_one_device_per_pod():
 
 @pytest.mark.usefixtures("kubeflow")
 def test_kubeflow_rejects_num_nodes_that_differ_from_the_replica_count():
-    with pytest.raises(
-        ValueError, match=r"4 replicas \(WORLD_SIZE=4\) but Fabric\(num_nodes=2\): set num_nodes=4"
-    ):
+    with pytest.raises(ValueError, match=r"4 replicas \(WORLD_SIZE=4\) but Fabric\(num_nodes=2\): set num_nodes=4"):
         KubeflowEnvironment().validate_settings(num_devices=1, num_nodes=2)

@@ -97,16 +97,42 @@ def test_setting_up_the_same_plain_model_twice_is_an_error(fabric):
 
 
 def test_setting_up_a_wrapped_optimizer_again_is_an_error(fabric):
-    model, optimizer = fabric.setup(*_model_and_optimizer())
+    _, optimizer = fabric.setup(*_model_and_optimizer())
     with pytest.raises(ValueError, match="optimizer that was already set up"):
         fabric.setup_optimizers(optimizer)
+
+
+def test_a_multi_process_run_without_launch_is_an_error_naming_the_fix():
+    fabric = Fabric(accelerator="cpu", devices=2)
+    with pytest.raises(RuntimeError, match=r"fabric.setup\(\) needs the processes.*fabric.launch\(\).*fabric run"):
+        fabric.setup(Net())
+    with pytest.raises(RuntimeError, match="setup_dataloaders"):
+        fabric.setup_dataloaders(torch.utils.data.DataLoader(range(4)))
+
+
+def test_a_compiled_model_is_set_up_underneath_and_compiled_again(fabric):
+    model = Net()
+    compiled = torch.compile(model, backend="eager")
+    wrapped, optimizer = fabric.setup(compiled, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert wrapped.module is model
+    assert type(wrapped._forward_module) is type(compiled)  # compiled again, around the strategy's module
+    assert list(wrapped.state_dict()) == list(model.state_dict())  # no _orig_mod. prefix
+    fabric.backward(wrapped(torch.randn(2, 4)).sum())
+    optimizer.step()
+    with pytest.raises(ValueError, match="already set up"):
+        fabric.setup(compiled)
+
+
+def test_a_compiled_model_is_kept_as_it_is_without_reapply_compile(fabric):
+    compiled = torch.compile(Net(), backend="eager")
+    wrapped = fabric.setup(compiled, _reapply_compile=False)
+    assert wrapped._forward_module is compiled
 
 
 def test_setup_module_then_setup_optimizers(fabric):
     model = fabric.setup_module(Net())
     optimizer = fabric.setup_optimizers(torch.optim.SGD(model.parameters(), lr=0.1))
     assert isinstance(optimizer, _FabricOptimizer)
-    assert fabric.setup_optimizers() if False else True
     with pytest.raises(ValueError, match="at least one optimizer"):
         fabric.setup_optimizers()
 
@@ -256,7 +282,7 @@ def test_clip_gradients_needs_exactly_one_of_clip_val_and_max_norm(fabric):
     model, optimizer = fabric.setup(*_model_and_optimizer())
     with pytest.raises(ValueError, match="both clip_val and max_norm"):
         fabric.clip_gradients(model, optimizer, clip_val=1, max_norm=1)
-    with pytest.raises(ValueError, match="clip_val=... or max_norm"):
+    with pytest.raises(ValueError, match=r"clip_val=\.\.\. or max_norm"):
         fabric.clip_gradients(model, optimizer)
 
 
@@ -294,7 +320,7 @@ def test_clip_gradients_with_16_mixed_tolerates_overflow_that_the_scaler_will_sk
 
 
 def test_no_backward_sync_needs_a_set_up_model(fabric):
-    with pytest.raises(TypeError, match="fabric.setup"):
+    with pytest.raises(TypeError, match=r"fabric\.setup"):
         fabric.no_backward_sync(Net())
 
 
@@ -447,9 +473,8 @@ def test_init_tensor_uses_the_precision_dtype():
 
 
 def test_sharded_model_is_a_deprecated_alias_of_init_module(fabric):
-    with pytest.warns(DeprecationWarning, match="init_module"):
-        with fabric.sharded_model():
-            pass
+    with pytest.warns(DeprecationWarning, match="init_module"), fabric.sharded_model():
+        pass
 
 
 def test_rank_zero_first_runs_the_block_on_one_process(fabric):
@@ -562,7 +587,7 @@ def test_non_strict_load_into_a_model_with_missing_keys(fabric, tmp_path):
 
 
 def test_loading_a_missing_checkpoint_names_the_path(fabric, tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         fabric.load(tmp_path / "nope.pt")
 
 

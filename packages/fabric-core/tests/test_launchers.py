@@ -379,9 +379,7 @@ def test_a_raising_worker_fails_the_launch_naming_its_rank(mp_helpers):
 def test_a_worker_that_exits_non_zero_fails_the_launch(mp_helpers):
     launcher = MultiProcessingLauncher(mp_helpers.Strategy(), start_method="fork")
 
-    with pytest.raises(
-        RuntimeError, match=r"Worker rank 1 \(local rank 1, pid \d+\) terminated with exit code 7"
-    ):
+    with pytest.raises(RuntimeError, match=r"Worker rank 1 \(local rank 1, pid \d+\) terminated with exit code 7"):
         launcher.launch(mp_helpers.exit_on_rank_1)
 
 
@@ -426,10 +424,6 @@ def test_an_unknown_start_method_lists_the_valid_ones():
         MultiProcessingLauncher(object(), start_method="thread")
 
 
-@pytest.mark.parametrize(
-    "start_method, interactive", [("spawn", False), ("fork", True), ("forkserver", False)]
-)
+@pytest.mark.parametrize("start_method, interactive", [("spawn", False), ("fork", True), ("forkserver", False)])
 def test_only_fork_works_interactively(start_method, interactive):
-    assert (
-        MultiProcessingLauncher(object(), start_method=start_method).is_interactive_compatible is interactive
-    )
+    assert MultiProcessingLauncher(object(), start_method=start_method).is_interactive_compatible is interactive

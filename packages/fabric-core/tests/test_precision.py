@@ -174,9 +174,7 @@ def test_32_true_and_mixed_contexts_keep_float32_as_default(context):
 # -- MixedPrecision: autocast and construction -------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("precision", "dtype"), [("16-mixed", torch.float16), ("bf16-mixed", torch.bfloat16)]
-)
+@pytest.mark.parametrize(("precision", "dtype"), [("16-mixed", torch.float16), ("bf16-mixed", torch.bfloat16)])
 def test_mixed_forward_context_runs_a_linear_in_the_autocast_dtype_on_cpu(precision, dtype):
     layer = nn.Linear(4, 2)
     with _mixed(precision).forward_context():

@@ -152,7 +152,9 @@ def test_first_party_precision_not_installed_says_what_to_install():
 
 
 def test_first_party_strategy_not_installed_says_what_to_install():
-    with pytest.raises(ValueError, match=r"strategy 'fsdp' is provided by fabric-fsdp: pip install \"fabric-core\[fsdp\]\""):
+    with pytest.raises(
+        ValueError, match=r"strategy 'fsdp' is provided by fabric-fsdp: pip install \"fabric-core\[fsdp\]\""
+    ):
         Fabric(accelerator="cpu", strategy="fsdp")
 
 
@@ -286,5 +288,5 @@ class TestFabricRunValues:
             def run(self):
                 pass
 
-        with pytest.raises(TypeError, match="overrides Fabric.run"):
+        with pytest.raises(TypeError, match=r"overrides Fabric\.run"):
             MyFabric(accelerator="cpu")

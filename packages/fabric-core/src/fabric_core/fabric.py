@@ -26,7 +26,14 @@ from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.apply_func import apply_to_collection, convert_to_tensors, move_data_to_device
 from fabric_core.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
 from fabric_core.utilities.seed import seed_everything as _seed_everything
-from fabric_core.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer, unwrap
+from fabric_core.wrappers import (
+    _FabricDataLoader,
+    _FabricModule,
+    _FabricOptimizer,
+    is_compiled,
+    recompile,
+    unwrap,
+)
 
 
 def _do_nothing(*_: Any, **__: Any) -> None:
@@ -38,7 +45,11 @@ def _takes_fabric_argument(function: Callable) -> bool:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
         return True  # a builtin or C function: let the call itself decide
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_POSITIONAL,
+    )
     return any(p.kind in kinds for p in parameters)
 
 
@@ -301,13 +312,14 @@ class Fabric:
         self._validate_module(module, "setup")
         for optimizer in optimizers:
             self._validate_optimizer(optimizer, "setup")
+        compiled, module = self._uncompile(module, _reapply_compile)
         module = self._precision.convert_module(module)
         if move_to_device:
             self._strategy.module_to_device(module)
         wrapped, new_optimizers, scheduler = self._strategy.setup_module_and_optimizers(
             module, list(optimizers), scheduler
         )
-        fabric_module = self._wrap_module(wrapped, module)
+        fabric_module = self._wrap_module(wrapped, module, compiled)
         fabric_optimizers = [_FabricOptimizer(o, self._strategy, self._callbacks) for o in new_optimizers]
         self._models_setup += 1
         self.call("on_after_setup", fabric=self, module=fabric_module)
@@ -322,10 +334,11 @@ class Fabric:
         """Set up a model alone (e.g. for inference, or before creating the optimizer with sharding)."""
         self._validate_launched("setup_module")
         self._validate_module(module, "setup_module")
+        compiled, module = self._uncompile(module, _reapply_compile)
         module = self._precision.convert_module(module)
         if move_to_device:
             self._strategy.module_to_device(module)
-        fabric_module = self._wrap_module(self._strategy.setup_module(module), module)
+        fabric_module = self._wrap_module(self._strategy.setup_module(module), module, compiled)
         self._models_setup += 1
         return fabric_module
 
@@ -346,7 +359,16 @@ class Fabric:
         ]
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
-    def _wrap_module(self, forward_module: Module, original: Module) -> _FabricModule:
+    @staticmethod
+    def _uncompile(module: Module, reapply_compile: bool) -> tuple[Module | None, Module]:
+        """Take a ``torch.compile``d model apart, so the strategy wraps the model and compile wraps both."""
+        if reapply_compile and is_compiled(module):
+            return module, module._orig_mod
+        return None, module
+
+    def _wrap_module(self, forward_module: Module, original: Module, compiled: Module | None = None) -> _FabricModule:
+        if compiled is not None:
+            forward_module = recompile(compiled, forward_module)
         fabric_module = _FabricModule(forward_module, self._strategy, original_module=original)
         self._set_up_modules.add(original)
         self._wrapped_modules.add(fabric_module)
@@ -363,7 +385,7 @@ class Fabric:
                 f"fabric.{method}() expects a torch.nn.Module as its first argument, got {type(module).__name__}. "
                 f"Usage: fabric.{method}(model{', optimizer' if method == 'setup' else ''})."
             )
-        if module in self._set_up_modules:
+        if module in self._set_up_modules or (is_compiled(module) and module._orig_mod in self._set_up_modules):
             raise ValueError(
                 f"fabric.{method}() got {type(module).__name__}, which was already set up. Set up each model once "
                 "and keep using the object it returned."
@@ -403,7 +425,11 @@ class Fabric:
         return wrapped[0] if len(wrapped) == 1 else wrapped
 
     def _setup_dataloader(self, dataloader: DataLoader, use_distributed_sampler: bool, move_to_device: bool) -> Any:
-        from fabric_core.utilities.data import needs_distributed_sampler, with_distributed_sampler, with_worker_seeding
+        from fabric_core.utilities.data import (
+            needs_distributed_sampler,
+            with_distributed_sampler,
+            with_worker_seeding,
+        )
 
         sampler_kwargs = self._strategy.distributed_sampler_kwargs
         if use_distributed_sampler and sampler_kwargs is not None and needs_distributed_sampler(dataloader):
@@ -446,7 +472,11 @@ class Fabric:
         module, optimizer = unwrap(module), unwrap(optimizer)
         if max_norm is not None:
             return self._strategy.clip_gradients_norm(
-                module, optimizer, max_norm=max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
+                module,
+                optimizer,
+                max_norm=max_norm,
+                norm_type=norm_type,
+                error_if_nonfinite=error_if_nonfinite,
             )
         self._strategy.clip_gradients_value(module, optimizer, clip_val=clip_val)
         return None
@@ -495,7 +525,12 @@ class Fabric:
 
     # -- checkpoints -------------------------------------------------------------------------------
 
-    def save(self, path: str | Path, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None = None) -> None:
+    def save(
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+    ) -> None:
         """Save ``state`` (models and optimizers are replaced by their state dicts) to ``path``.
 
         Must be called on every process; the strategy decides which ones write.
@@ -508,7 +543,9 @@ class Fabric:
             )
         if filter is not None:
             if not isinstance(filter, dict):
-                raise TypeError(f"fabric.save(filter=...) must be a dict of callables by state key, got {type(filter).__name__}.")
+                raise TypeError(
+                    f"fabric.save(filter=...) must be a dict of callables by state key, got {type(filter).__name__}."
+                )
             for key, fn in filter.items():
                 if not callable(fn):
                     raise TypeError(f"fabric.save(filter=...): the filter for {key!r} is not callable ({fn!r}).")
@@ -595,7 +632,9 @@ class Fabric:
             if method is None:
                 continue
             if not callable(method):
-                rank_zero_warn(f"Callback {type(callback).__name__}.{hook_name} is not callable; skipped.", stacklevel=3)
+                rank_zero_warn(
+                    f"Callback {type(callback).__name__}.{hook_name} is not callable; skipped.", stacklevel=3
+                )
                 continue
             method(*args, **kwargs)
 
@@ -655,4 +694,3 @@ class Fabric:
 
 
 _WRAPPERS = (_FabricModule, _FabricOptimizer, _FabricDataLoader)
-

@@ -181,8 +181,10 @@ def resolve_accelerator(flag: str | Accelerator, strategy: str | Strategy, regis
                 candidates.append((getattr(cls, "priority", 0), entry))
         if not candidates:
             gpu_kinds = [e.name for e in registry if getattr(e.load(), "is_gpu", False)]
-            installed = f"installed GPU accelerators: {', '.join(gpu_kinds)}, none available" if gpu_kinds else (
-                "no GPU accelerator plugin is installed"
+            installed = (
+                f"installed GPU accelerators: {', '.join(gpu_kinds)}, none available"
+                if gpu_kinds
+                else ("no GPU accelerator plugin is installed")
             )
             raise ValueError(
                 f"Fabric(accelerator='gpu') found no GPU ({installed}). For NVIDIA GPUs: "
@@ -234,11 +236,10 @@ def resolve_strategy(flag: str | Strategy, devices: list[torch.device], num_node
     """``auto``: one process on one device, else DDP (forked from a notebook)."""
     if isinstance(flag, Strategy):
         return flag
-    if flag == "auto":
-        if len(devices) == 1 and num_nodes == 1:
-            flag = "single_device"
-        else:
-            flag = "ddp_fork" if is_interactive() else "ddp"
+    if flag == "auto" and len(devices) == 1 and num_nodes == 1:
+        flag = "single_device"
+    elif flag == "auto":
+        flag = "ddp_fork" if is_interactive() else "ddp"
     return registries.strategies.create(flag)
 
 
@@ -338,8 +339,13 @@ def resolve(
     """Resolve the ``Fabric(...)`` flags into connected objects."""
     from fabric_core.plugins.manager import get_registries
 
-    flags = {"accelerator": accelerator, "strategy": strategy, "devices": devices, "num_nodes": num_nodes,
-             "precision": precision}
+    flags = {
+        "accelerator": accelerator,
+        "strategy": strategy,
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "precision": precision,
+    }
     validate_flags(flags)
     flags = apply_cli_values(flags)
     precision_plugin, environment_plugin, checkpoint_io = split_plugins(plugins)

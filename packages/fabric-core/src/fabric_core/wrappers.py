@@ -27,7 +27,10 @@ def _forward_path(module: nn.Module, precision: Any) -> Callable[..., Any]:
     forward_context = precision.forward_context
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        args, kwargs = convert_input((args, kwargs))
+        if kwargs:
+            args, kwargs = convert_input((args, kwargs))
+        else:
+            args = convert_input(args)
         with forward_context():
             output = module(*args, **kwargs)
         return convert_output(output)
@@ -209,10 +212,21 @@ class _FabricDataLoader:
         return f"_FabricDataLoader({self._dataloader!r})"
 
 
+def is_compiled(module: Any) -> bool:
+    """Whether ``module`` is the wrapper ``torch.compile`` returns (checked without importing dynamo)."""
+    return isinstance(module, nn.Module) and hasattr(module, "_orig_mod") and hasattr(module, "dynamo_ctx")
+
+
+def recompile(compiled: nn.Module, module: nn.Module) -> nn.Module:
+    """Compile ``module`` with the settings ``compiled`` was compiled with."""
+    return type(compiled)(module, compiled.dynamo_ctx)
+
+
 def unwrap(obj: Any) -> Any:
     """The object a Fabric wrapper holds for the strategy (a model's strategy-wrapped module)."""
     if isinstance(obj, _FabricModule):
-        return obj._forward_module
+        module = obj._forward_module
+        return module._orig_mod if is_compiled(module) else module
     if isinstance(obj, _FabricOptimizer):
         return obj._optimizer
     if isinstance(obj, _FabricDataLoader):

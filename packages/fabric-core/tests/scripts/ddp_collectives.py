@@ -3,6 +3,9 @@
 usage: python ddp_collectives.py
 """
 
+import os
+import time
+
 import torch
 from torch import nn
 
@@ -44,8 +47,6 @@ assert fabric.broadcast({"from": rank, "list": [rank]}, src=1) == {"from": 1, "l
 fabric.barrier("after broadcast")
 
 # rank_zero_first: rank 0 finishes the block before rank 1 starts it
-import time
-
 order_file = __file__ + f".{fabric.strategy.cluster_environment.main_port}.order"
 with fabric.rank_zero_first():
     if rank == 0:
@@ -57,8 +58,6 @@ with open(order_file) as f:
     assert f.read() == "01"
 fabric.barrier()
 if rank == 0:
-    import os
-
     os.remove(order_file)
 
 # no_backward_sync: gradients stay local inside, are averaged outside

@@ -13,7 +13,12 @@ from fabric_core import Fabric
 def train(fabric, scale):
     model = fabric.setup(torch.nn.Linear(2, 1))
     total = fabric.all_reduce(torch.tensor(float(fabric.global_rank + 1)), reduce_op="sum")
-    return {"rank": fabric.global_rank, "world": fabric.world_size, "total": total * scale, "params": model.weight}
+    return {
+        "rank": fabric.global_rank,
+        "world": fabric.world_size,
+        "total": total * scale,
+        "params": model.weight,
+    }
 
 
 if __name__ == "__main__":

@@ -57,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="device kind, e.g. cpu, cuda, gpu, mps or a plugin's name (default: auto, the available "
         "accelerator with the highest priority)",
     )
-    parser.add_argument(
-        "--strategy", default=None, help="strategy name, e.g. ddp or fsdp (default: chosen by Fabric)"
-    )
+    parser.add_argument("--strategy", default=None, help="strategy name, e.g. ddp or fsdp (default: chosen by Fabric)")
     parser.add_argument(
         "--devices",
         default=None,

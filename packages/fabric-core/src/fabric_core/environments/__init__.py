@@ -7,13 +7,20 @@ with ``Fabric(plugins=[SLURMEnvironment(auto_requeue=False)])``.
 Every module here imports only the standard library; mpi4py is imported when MPI is detected or used.
 """
 
-from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.kubeflow import KubeflowEnvironment
-from fabric_core.environments.local import LightningEnvironment, LocalEnvironment, find_free_port
-from fabric_core.environments.lsf import LSFEnvironment
-from fabric_core.environments.mpi import MPIEnvironment
-from fabric_core.environments.slurm import SLURMEnvironment
-from fabric_core.environments.torchelastic import TorchElasticEnvironment
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fabric_core._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fabric_core.environments.cluster_environment import ClusterEnvironment
+    from fabric_core.environments.kubeflow import KubeflowEnvironment
+    from fabric_core.environments.local import LightningEnvironment, LocalEnvironment, find_free_port
+    from fabric_core.environments.lsf import LSFEnvironment
+    from fabric_core.environments.mpi import MPIEnvironment
+    from fabric_core.environments.slurm import SLURMEnvironment
+    from fabric_core.environments.torchelastic import TorchElasticEnvironment
 
 __all__ = [
     "ClusterEnvironment",
@@ -26,3 +33,18 @@ __all__ = [
     "TorchElasticEnvironment",
     "find_free_port",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "ClusterEnvironment": "fabric_core.environments.cluster_environment",
+        "KubeflowEnvironment": "fabric_core.environments.kubeflow",
+        "LSFEnvironment": "fabric_core.environments.lsf",
+        "LightningEnvironment": "fabric_core.environments.local",
+        "LocalEnvironment": "fabric_core.environments.local",
+        "MPIEnvironment": "fabric_core.environments.mpi",
+        "SLURMEnvironment": "fabric_core.environments.slurm",
+        "TorchElasticEnvironment": "fabric_core.environments.torchelastic",
+        "find_free_port": "fabric_core.environments.local",
+    },
+)

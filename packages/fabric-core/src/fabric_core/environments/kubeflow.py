@@ -54,9 +54,7 @@ class KubeflowEnvironment(ClusterEnvironment):
 
     @staticmethod
     def detect() -> bool:
-        return all(name in os.environ for name in _REQUIRED) and not any(
-            name in os.environ for name in _TORCHELASTIC
-        )
+        return all(name in os.environ for name in _REQUIRED) and not any(name in os.environ for name in _TORCHELASTIC)
 
     def world_size(self) -> int:
         return _kubeflow_int("WORLD_SIZE")

@@ -66,8 +66,7 @@ class MPIEnvironment(ClusterEnvironment):
     def __init__(self) -> None:
         if not _mpi4py_available():
             raise RuntimeError(
-                "MPIEnvironment reads ranks and hosts through mpi4py, which is not installed: "
-                "pip install mpi4py"
+                "MPIEnvironment reads ranks and hosts through mpi4py, which is not installed: pip install mpi4py"
             )
         self._comm = _comm_world()
         self._local_rank: int | None = None

@@ -62,9 +62,7 @@ class SLURMEnvironment(ClusterEnvironment):
 
     def __init__(self, auto_requeue: bool = True, requeue_signal: signal.Signals | None = None) -> None:
         if not isinstance(auto_requeue, bool):
-            raise TypeError(
-                f"SLURMEnvironment(auto_requeue={auto_requeue!r}) expects a bool: pass True or False."
-            )
+            raise TypeError(f"SLURMEnvironment(auto_requeue={auto_requeue!r}) expects a bool: pass True or False.")
         if requeue_signal is not None and not isinstance(requeue_signal, signal.Signals):
             raise TypeError(
                 f"SLURMEnvironment(requeue_signal={requeue_signal!r}) expects a signal.Signals member or "

@@ -1,6 +1,22 @@
 """Checkpoint input and output."""
 
-from fabric_core.io.checkpoint_io import CheckpointIO
-from fabric_core.io.torch_io import TorchCheckpointIO, atomic_torch_save
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fabric_core._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fabric_core.io.checkpoint_io import CheckpointIO
+    from fabric_core.io.torch_io import TorchCheckpointIO, atomic_torch_save
 
 __all__ = ["CheckpointIO", "TorchCheckpointIO", "atomic_torch_save"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CheckpointIO": "fabric_core.io.checkpoint_io",
+        "TorchCheckpointIO": "fabric_core.io.torch_io",
+        "atomic_torch_save": "fabric_core.io.torch_io",
+    },
+)

@@ -99,8 +99,11 @@ class TorchCheckpointIO(CheckpointIO):
                 "that wrote it (e.g. strategy='fsdp')."
             )
         try:
-            return torch.load(path, map_location=map_location if map_location is not None else "cpu",
-                              weights_only=self.weights_only)
+            return torch.load(
+                path,
+                map_location=map_location if map_location is not None else "cpu",
+                weights_only=self.weights_only,
+            )
         except PermissionError:
             raise
         except pickle.UnpicklingError as err:

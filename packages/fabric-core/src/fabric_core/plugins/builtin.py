@@ -16,26 +16,32 @@ def fabric_register_accelerators(registry):
 @hookimpl
 def fabric_register_strategies(registry):
     registry.register(
-        "single_device", "fabric_core.strategies.single_device:SingleDeviceStrategy",
+        "single_device",
+        "fabric_core.strategies.single_device:SingleDeviceStrategy",
         description="One process on one device",
     )
     registry.register("ddp", _DDP, description="DistributedDataParallel, one process per device (script re-run)")
     registry.register("ddp_spawn", _DDP, description="DDP with processes started by spawn", start_method="spawn")
     registry.register("ddp_fork", _DDP, description="DDP with processes started by fork", start_method="fork")
+    registry.register("ddp_notebook", _DDP, description="DDP from a notebook (processes forked)", start_method="fork")
     registry.register(
-        "ddp_notebook", _DDP, description="DDP from a notebook (processes forked)", start_method="fork"
+        "ddp_find_unused_parameters_true",
+        _DDP,
+        description="DDP that tolerates parameters unused in forward",
+        find_unused_parameters=True,
     )
     registry.register(
-        "ddp_find_unused_parameters_true", _DDP,
-        description="DDP that tolerates parameters unused in forward", find_unused_parameters=True,
+        "ddp_find_unused_parameters_false",
+        _DDP,
+        description="DDP that expects every parameter to be used",
+        find_unused_parameters=False,
     )
     registry.register(
-        "ddp_find_unused_parameters_false", _DDP,
-        description="DDP that expects every parameter to be used", find_unused_parameters=False,
-    )
-    registry.register(
-        "ddp_spawn_find_unused_parameters_true", _DDP,
-        description="ddp_spawn that tolerates unused parameters", start_method="spawn", find_unused_parameters=True,
+        "ddp_spawn_find_unused_parameters_true",
+        _DDP,
+        description="ddp_spawn that tolerates unused parameters",
+        start_method="spawn",
+        find_unused_parameters=True,
     )
 
 
@@ -44,18 +50,27 @@ def fabric_register_precisions(registry):
     registry.register("32-true", "fabric_core.precision.precision:Precision", description="float32")
     registry.register("64-true", "fabric_core.precision.double:DoublePrecision", description="float64")
     registry.register(
-        "16-true", "fabric_core.precision.half:HalfPrecision", description="float16 weights", precision="16-true"
+        "16-true",
+        "fabric_core.precision.half:HalfPrecision",
+        description="float16 weights",
+        precision="16-true",
     )
     registry.register(
-        "bf16-true", "fabric_core.precision.half:HalfPrecision", description="bfloat16 weights",
+        "bf16-true",
+        "fabric_core.precision.half:HalfPrecision",
+        description="bfloat16 weights",
         precision="bf16-true",
     )
     registry.register(
-        "16-mixed", "fabric_core.precision.amp:MixedPrecision", description="float16 autocast with loss scaling",
+        "16-mixed",
+        "fabric_core.precision.amp:MixedPrecision",
+        description="float16 autocast with loss scaling",
         precision="16-mixed",
     )
     registry.register(
-        "bf16-mixed", "fabric_core.precision.amp:MixedPrecision", description="bfloat16 autocast",
+        "bf16-mixed",
+        "fabric_core.precision.amp:MixedPrecision",
+        description="bfloat16 autocast",
         precision="bf16-mixed",
     )
 
@@ -65,7 +80,8 @@ def fabric_register_cluster_environments(registry):
     # Detection runs in this order; "local" is the fallback and never detected on its own.
     registry.register("slurm", "fabric_core.environments.slurm:SLURMEnvironment", description="SLURM (srun)")
     registry.register(
-        "torchelastic", "fabric_core.environments.torchelastic:TorchElasticEnvironment",
+        "torchelastic",
+        "fabric_core.environments.torchelastic:TorchElasticEnvironment",
         description="torchrun / TorchElastic",
     )
     registry.register("kubeflow", "fabric_core.environments.kubeflow:KubeflowEnvironment", description="Kubeflow")

@@ -195,7 +195,7 @@ class Registry:
                     f"{failure}"
                 )
             return ValueError(
-                f'{self.label} \'{name}\' is provided by {distribution}: pip install "fabric-core[{extra}]"'
+                f"{self.label} '{name}' is provided by {distribution}: pip install \"fabric-core[{extra}]\""
             )
         available = ", ".join(repr(n) for n in self.names()) or "none"
         message = f"Unknown {self.label} {name!r}. Available: {available}."

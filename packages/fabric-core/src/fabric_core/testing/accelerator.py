@@ -62,9 +62,7 @@ class AcceleratorConformance:
     def test_auto_device_count_is_a_positive_int_when_available(self) -> None:
         self._require_available()
         count = self._cls.auto_device_count()
-        assert isinstance(count, int) and not isinstance(count, bool), (
-            f"auto_device_count() returned {count!r}"
-        )
+        assert isinstance(count, int) and not isinstance(count, bool), f"auto_device_count() returned {count!r}"
         assert count >= 1
 
     # -- parsing ``devices`` -----------------------------------------------------------------------

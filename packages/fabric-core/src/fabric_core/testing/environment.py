@@ -47,9 +47,7 @@ class ClusterEnvironmentConformance:
     def test_detect_is_a_staticmethod(self) -> None:
         # Resolution asks the class which environment it runs in, before creating one.
         raw = inspect.getattr_static(self._environment_cls(), "detect")
-        assert isinstance(raw, staticmethod), (
-            f"{self._environment_cls().__name__}.detect must be a @staticmethod"
-        )
+        assert isinstance(raw, staticmethod), f"{self._environment_cls().__name__}.detect must be a @staticmethod"
 
     def test_detect_holds_under_the_job_environment(self, environment: Any) -> None:
         detected = type(environment).detect()
@@ -70,9 +68,7 @@ class ClusterEnvironmentConformance:
     @pytest.mark.parametrize("method", ["world_size", "global_rank", "local_rank", "node_rank"])
     def test_rank_and_size_are_non_negative_ints(self, environment: Any, method: str) -> None:
         value = getattr(environment, method)()
-        assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, (
-            f"{method}() is {value!r}"
-        )
+        assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{method}() is {value!r}"
 
     def test_global_rank_is_below_world_size(self, environment: Any) -> None:
         assert environment.global_rank() < environment.world_size()

@@ -53,9 +53,7 @@ class PrecisionConformance:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _precision(self) -> Any:
-        factory = required(
-            self, "precision_factory", "a zero-argument callable returning a precision", "MyPrecision"
-        )
+        factory = required(self, "precision_factory", "a zero-argument callable returning a precision", "MyPrecision")
         return factory()
 
     def _device(self) -> torch.device:
@@ -71,9 +69,7 @@ class PrecisionConformance:
             torch.manual_seed(0)
             module = torch.nn.Linear(4, 1).to(self._device())
         converted = precision.convert_module(module)
-        assert isinstance(converted, Module), (
-            f"convert_module returned {type(converted).__name__}, not a Module"
-        )
+        assert isinstance(converted, Module), f"convert_module returned {type(converted).__name__}, not a Module"
         return converted
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,9 +108,7 @@ class PrecisionConformance:
     def test_context_restores_the_default_dtype(self, context: str) -> None:
         before = torch.get_default_dtype()
         manager = getattr(self._precision(), context)()
-        assert hasattr(manager, "__enter__") and hasattr(manager, "__exit__"), (
-            f"{context}() is no context manager"
-        )
+        assert hasattr(manager, "__enter__") and hasattr(manager, "__exit__"), f"{context}() is no context manager"
         with manager:
             pass
         assert torch.get_default_dtype() == before

@@ -31,9 +31,7 @@ class StrategyConformance:
         """A launched single-process ``Fabric`` using a fresh strategy from :attr:`strategy_factory`."""
         from fabric_core import Fabric
 
-        factory = required(
-            self, "strategy_factory", "a zero-argument callable returning a strategy", "MyStrategy"
-        )
+        factory = required(self, "strategy_factory", "a zero-argument callable returning a strategy", "MyStrategy")
         fabric = Fabric(accelerator=self.accelerator, strategy=factory(), devices=1)
         fabric.launch()
         return fabric

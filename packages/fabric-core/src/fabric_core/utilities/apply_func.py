@@ -13,7 +13,9 @@ from torch import Tensor
 _ATOMS = (str, bytes, int, float, bool, type(None))
 
 
-def apply_to_collection(data: Any, dtype: type | tuple[type, ...], function: Callable, *args: Any, **kwargs: Any) -> Any:
+def apply_to_collection(
+    data: Any, dtype: type | tuple[type, ...], function: Callable, *args: Any, **kwargs: Any
+) -> Any:
     """Apply ``function`` to every element of type ``dtype`` inside ``data``, keeping the structure.
 
     Mappings keep their type (``OrderedDict``, ``defaultdict``), namedtuples and dataclasses are rebuilt,
@@ -73,6 +75,8 @@ def convert_fp_collection(data: Any, dtype: torch.dtype) -> Any:
     """Cast every floating-point tensor inside ``data`` to ``dtype``."""
     if isinstance(data, Tensor):
         return convert_fp_tensor(data, dtype)
+    if type(data) is tuple and all(isinstance(item, Tensor) for item in data):  # forward's positional args
+        return tuple(convert_fp_tensor(item, dtype) for item in data)
     return apply_to_collection(data, Tensor, convert_fp_tensor, dtype)
 
 

@@ -9,7 +9,14 @@ from collections.abc import Iterator, Sized
 from functools import partial
 from typing import Any
 
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+)
 
 from fabric_core.utilities.seed import SEED_ENV, SEED_WORKERS_ENV, worker_init_function
 
@@ -69,7 +76,11 @@ def needs_distributed_sampler(dataloader: DataLoader) -> bool:
     """Whether the loader's sampling must be split among ranks (map-style data not already split)."""
     if isinstance(dataloader.dataset, IterableDataset):
         return False
-    samplers = (dataloader.sampler, dataloader.batch_sampler, getattr(dataloader.batch_sampler, "sampler", None))
+    samplers = (
+        dataloader.sampler,
+        dataloader.batch_sampler,
+        getattr(dataloader.batch_sampler, "sampler", None),
+    )
     return not any(isinstance(s, (DistributedSampler, DistributedSamplerWrapper)) for s in samplers)
 
 
@@ -109,7 +120,9 @@ def with_distributed_sampler(dataloader: DataLoader, num_replicas: int, rank: in
         new_sampler = DistributedSamplerWrapper(sampler, num_replicas=num_replicas, rank=rank)
     if batch_sampler is None:
         return _replace(dataloader, sampler=new_sampler)
-    new_batch_sampler = BatchSampler(new_sampler, batch_size=batch_sampler.batch_size, drop_last=batch_sampler.drop_last)
+    new_batch_sampler = BatchSampler(
+        new_sampler, batch_size=batch_sampler.batch_size, drop_last=batch_sampler.drop_last
+    )
     return _replace(dataloader, sampler=new_sampler, batch_sampler=new_batch_sampler)
 
 
@@ -123,7 +136,11 @@ def with_worker_seeding(dataloader: DataLoader, rank: int) -> DataLoader:
 def set_sampler_epoch(dataloader: DataLoader, epoch: int) -> None:
     """Call ``set_epoch`` on the loader's sampler and batch sampler, where they have one."""
     seen = set()
-    for sampler in (dataloader.sampler, dataloader.batch_sampler, getattr(dataloader.batch_sampler, "sampler", None)):
+    for sampler in (
+        dataloader.sampler,
+        dataloader.batch_sampler,
+        getattr(dataloader.batch_sampler, "sampler", None),
+    ):
         if sampler is None or id(sampler) in seen:
             continue
         seen.add(id(sampler))

@@ -103,7 +103,9 @@ def all_gather(tensor: Tensor, group: Any | None, sync_grads: bool, timeout: tim
     if sync_grads:
         from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 
-        gathered = run_collective("all_gather", timeout, differentiable_all_gather, tensor, group=group or dist.group.WORLD)
+        gathered = run_collective(
+            "all_gather", timeout, differentiable_all_gather, tensor, group=group or dist.group.WORLD
+        )
         return torch.stack(gathered)
     out = [torch.empty_like(tensor) for _ in range(world_size)]
     run_collective("all_gather", timeout, dist.all_gather, out, tensor, group=group)
