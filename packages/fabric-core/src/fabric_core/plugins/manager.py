@@ -94,15 +94,12 @@ def _fail(info: PluginInfo, what: str, err: BaseException) -> None:
 
 def _entry_points() -> list[tuple[str, str, str, str]]:
     """(plugin name, module, distribution, version) for each ``fabric`` entry point, core first."""
-    from importlib.metadata import entry_points
+    from fabric_core.plugins import entry_points
 
     found: dict[tuple[str, str], tuple[str, str, str, str]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "unknown"
-        version = dist.version if dist is not None else ""
-        key = (dist_name.lower().replace("_", "-"), ep.name)
-        found.setdefault(key, (ep.name, ep.value, dist_name, version))
+    for ep in entry_points.find(ENTRY_POINT_GROUP):
+        key = (ep.distribution.lower().replace("_", "-"), ep.name)
+        found.setdefault(key, (ep.name, ep.value, ep.distribution, ep.version))
     plugins = sorted(found.values(), key=lambda p: (p[2].lower() != CORE_DISTRIBUTION, p[2].lower(), p[0]))
     if not any(p[1] == CORE_MODULE for p in plugins):
         # Running from a source tree that was never installed: the built-ins must still be there.

@@ -123,7 +123,16 @@ class DDPStrategy(ParallelStrategy):
         super().setup_environment()
         reset_seed()
         self.set_world_ranks()
+        self._share_cpu_threads()
         self._init_process_group()
+
+    def _share_cpu_threads(self) -> None:
+        # Several CPU processes that each start one thread per core oversubscribe the machine and run
+        # slower than fewer threads would; torchrun sets OMP_NUM_THREADS=1 for the same reason. An
+        # explicit OMP_NUM_THREADS (or torch.set_num_threads in the script) is left alone.
+        if self.root_device.type != "cpu" or self.num_processes < 2 or "OMP_NUM_THREADS" in os.environ:
+            return
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.num_processes))
 
     def _init_process_group(self) -> None:
         if dist.is_initialized():
