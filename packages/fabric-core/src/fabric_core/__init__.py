@@ -6,9 +6,10 @@ cheap: the API is imported on first attribute access and plugins are discovered 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fabric_core.__about__ import __version__
+from fabric_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fabric_core.fabric import Fabric
@@ -16,22 +17,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Fabric", "__version__", "seed_everything"]
 
-_LAZY = {
-    "Fabric": "fabric_core.fabric",
-    "seed_everything": "fabric_core.utilities.seed",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'fabric_core' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"Fabric": "fabric_core.fabric", "seed_everything": "fabric_core.utilities.seed"}
+)

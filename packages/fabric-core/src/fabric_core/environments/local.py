@@ -27,6 +27,16 @@ def _int_from_env(*names: str, default: int = 0) -> int:
     return default
 
 
+def required_int_from_env(name: str, environment: str, how_to_set: str) -> int:
+    """An integer environment variable that ``environment`` cannot work without.
+
+    A missing one is a ``RuntimeError`` saying how the variable is normally set (``how_to_set``).
+    """
+    if not os.environ.get(name):
+        raise RuntimeError(f"Environment variable {name} is not set, but {environment} reads it. {how_to_set}")
+    return _int_from_env(name)
+
+
 class LocalEnvironment(ClusterEnvironment):
     """No scheduler: Fabric's own launcher starts the processes of each node.
 

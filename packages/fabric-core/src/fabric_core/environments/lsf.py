@@ -7,7 +7,7 @@ import os
 import socket
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.local import _int_from_env
+from fabric_core.environments.local import _int_from_env, required_int_from_env
 
 log = logging.getLogger(__name__)
 
@@ -15,12 +15,9 @@ _HOST_SOURCES = ("LSB_DJOB_RANKFILE", "LSB_MCPU_HOSTS", "LSB_HOSTS")
 
 
 def _lsf_int(name: str) -> int:
-    if not os.environ.get(name):
-        raise RuntimeError(
-            f"Environment variable {name} is not set, but LSFEnvironment reads it. Start one process per "
-            "device with `jsrun` inside an LSF job (bsub), which sets it."
-        )
-    return _int_from_env(name)
+    return required_int_from_env(
+        name, "LSFEnvironment", "Start one process per device with `jsrun` inside an LSF job (bsub), which sets it."
+    )
 
 
 def _read_rank_file(path: str) -> list[str]:

@@ -8,7 +8,7 @@ import re
 import signal
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.local import _int_from_env
+from fabric_core.environments.local import _int_from_env, required_int_from_env
 from fabric_core.environments.torchelastic import TorchElasticEnvironment
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,11 @@ _DEFAULT_PORT = 12910
 
 
 def _slurm_int(name: str) -> int:
-    if not os.environ.get(name):
-        raise RuntimeError(
-            f"Environment variable {name} is not set, but SLURMEnvironment reads it. Run the script as a "
-            "job step with `srun` (for example `srun python train.py` inside an sbatch script)."
-        )
-    return _int_from_env(name)
+    return required_int_from_env(
+        name,
+        "SLURMEnvironment",
+        "Run the script as a job step with `srun` (for example `srun python train.py` inside an sbatch script).",
+    )
 
 
 def _optional_slurm_int(name: str) -> int | None:

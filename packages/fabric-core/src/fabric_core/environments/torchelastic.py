@@ -6,7 +6,7 @@ import logging
 import os
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.local import _int_from_env
+from fabric_core.environments.local import required_int_from_env
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +16,11 @@ _REQUIRED = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
 def _torchrun_int(name: str) -> int:
-    if not os.environ.get(name):
-        raise RuntimeError(
-            f"Environment variable {name} is not set, but TorchElasticEnvironment reads it. "
-            "Start the script with `torchrun` (or `python -m torch.distributed.run`), which sets it."
-        )
-    return _int_from_env(name)
+    return required_int_from_env(
+        name,
+        "TorchElasticEnvironment",
+        "Start the script with `torchrun` (or `python -m torch.distributed.run`), which sets it.",
+    )
 
 
 class TorchElasticEnvironment(ClusterEnvironment):

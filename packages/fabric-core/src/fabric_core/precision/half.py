@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from torch.nn import Module
 
-from fabric_core.precision.precision import Precision, default_dtype
-from fabric_core.utilities.apply_func import convert_fp_collection
+from fabric_core.precision.true_dtype import TrueDtypePrecision
 
 _DTYPES = {"16-true": torch.float16, "bf16-true": torch.bfloat16}
 
 
-class HalfPrecision(Precision):
-    """``"16-true"`` (float16) or ``"bf16-true"`` (bfloat16) for parameters, buffers and inputs.
+class HalfPrecision(TrueDtypePrecision):
+    """``"16-true"`` (float16) or ``"bf16-true"`` (bfloat16) parameters, buffers and inputs.
 
     Outputs are cast back to the default dtype (float32).
     """
-
-    passthrough_forward = False
 
     def __init__(self, precision: Literal["16-true", "bf16-true"] = "16-true") -> None:
         if precision not in _DTYPES:
@@ -29,21 +24,3 @@ class HalfPrecision(Precision):
             )
         self.precision = precision
         self._dtype = _DTYPES[precision]
-
-    def convert_module(self, module: Module) -> Module:
-        return module.to(dtype=self._dtype)
-
-    def convert_input(self, data: Any) -> Any:
-        return convert_fp_collection(data, self._dtype)
-
-    def convert_output(self, data: Any) -> Any:
-        return convert_fp_collection(data, torch.get_default_dtype())
-
-    def forward_context(self) -> AbstractContextManager:
-        return default_dtype(self._dtype)
-
-    def module_init_context(self) -> AbstractContextManager:
-        return default_dtype(self._dtype)
-
-    def tensor_init_context(self) -> AbstractContextManager:
-        return default_dtype(self._dtype)

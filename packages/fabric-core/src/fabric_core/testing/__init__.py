@@ -44,7 +44,9 @@ These modules import pytest; ``import fabric_core`` never imports them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fabric_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fabric_core.testing.accelerator import AcceleratorConformance
@@ -59,25 +61,13 @@ __all__ = [
     "StrategyConformance",
 ]
 
-_LAZY = {
-    "AcceleratorConformance": "fabric_core.testing.accelerator",
-    "ClusterEnvironmentConformance": "fabric_core.testing.environment",
-    "PrecisionConformance": "fabric_core.testing.precision",
-    "StrategyConformance": "fabric_core.testing.strategy",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Importing the package stays free of pytest; the class you ask for brings it in.
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'fabric_core.testing' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# Importing the package stays free of pytest; the class you ask for brings it in.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AcceleratorConformance": "fabric_core.testing.accelerator",
+        "ClusterEnvironmentConformance": "fabric_core.testing.environment",
+        "PrecisionConformance": "fabric_core.testing.precision",
+        "StrategyConformance": "fabric_core.testing.strategy",
+    },
+)
