@@ -158,9 +158,16 @@ def test_first_party_strategy_not_installed_says_what_to_install():
         Fabric(accelerator="cpu", strategy="fsdp")
 
 
-def test_first_party_accelerator_not_installed_says_what_to_install():
-    with pytest.raises(ValueError, match=r'pip install "fabric-core\[cuda\]"'):
-        Fabric(accelerator="cuda")
+def test_first_party_accelerator_not_installed_says_what_to_install(monkeypatch):
+    from fabric_core.plugins import reset
+
+    monkeypatch.setenv("FABRIC_DISABLE_PLUGINS", "cuda")  # as if fabric-cuda were not installed
+    reset()
+    try:
+        with pytest.raises(ValueError, match=r'pip install "fabric-core\[cuda\]"'):
+            Fabric(accelerator="cuda")
+    finally:
+        reset()
 
 
 def test_gpu_without_any_gpu_says_what_to_do():
@@ -169,8 +176,8 @@ def test_gpu_without_any_gpu_says_what_to_do():
 
 
 def test_unknown_strategy_suggests_the_close_name():
-    with pytest.raises(ValueError, match=r"Unknown strategy 'dpp'.*Did you mean 'ddp'"):
-        Fabric(accelerator="cpu", strategy="dpp")
+    with pytest.raises(ValueError, match=r"Unknown strategy 'ddpp'.*Did you mean 'ddp'"):
+        Fabric(accelerator="cpu", strategy="ddpp")
 
 
 def test_unavailable_accelerator_is_an_error_naming_it():

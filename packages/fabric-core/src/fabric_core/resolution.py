@@ -357,6 +357,7 @@ def resolve(
     environment.validate_settings(num_devices=len(parallel_devices), num_nodes=flags["num_nodes"])
     strategy_obj = resolve_strategy(flags["strategy"], parallel_devices, flags["num_nodes"], registries)
     precision_obj = resolve_precision(flags["precision"], precision_plugin, strategy_obj, accelerator_obj, registries)
+    accelerator_obj.validate_precision(precision_obj, parallel_devices)
     strategy_obj.connect(
         accelerator=accelerator_obj,
         precision=precision_obj,

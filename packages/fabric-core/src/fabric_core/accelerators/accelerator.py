@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from fabric_core.precision.precision import Precision
 
 
 class Accelerator(ABC):
@@ -88,6 +91,13 @@ class Accelerator(ABC):
     @abstractmethod
     def auto_device_count() -> int:
         """The number of devices ``devices="auto"`` means on this machine."""
+
+    def validate_precision(self, precision: Precision, devices: list[torch.device]) -> None:
+        """Raise ``ValueError`` when ``precision`` cannot run on ``devices`` (e.g. bfloat16 on an old GPU).
+
+        Called by ``Fabric(...)`` once the precision is chosen, in the process that may later fork the
+        workers: it must not initialise the device.
+        """
 
     def get_device_stats(self, device: torch.device) -> dict[str, Any]:
         """Device statistics (e.g. memory) for ``device``; empty where the device kind has none."""

@@ -120,9 +120,9 @@ class DDPStrategy(ParallelStrategy):
     # -- process group -----------------------------------------------------------------------------
 
     def setup_environment(self) -> None:
+        self.set_world_ranks()  # first: setting up the device may report once, from rank 0 only
         super().setup_environment()
         reset_seed()
-        self.set_world_ranks()
         self._share_cpu_threads()
         self._init_process_group()
 
