@@ -67,3 +67,16 @@ def free_port() -> int:
     from fabric_core.environments.local import find_free_port
 
     return find_free_port()
+
+
+@pytest.fixture
+def without_plugins(monkeypatch):
+    """Call with plugin names to run the test as if those packages were not installed."""
+    from fabric_core.plugins import reset
+
+    def disable(*names: str) -> None:
+        monkeypatch.setenv("FABRIC_DISABLE_PLUGINS", ",".join(names))
+        reset()
+
+    yield disable
+    reset()

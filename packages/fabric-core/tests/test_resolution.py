@@ -151,23 +151,18 @@ def test_first_party_precision_not_installed_says_what_to_install():
         Fabric(accelerator="cpu", precision="transformer-engine")
 
 
-def test_first_party_strategy_not_installed_says_what_to_install():
+def test_first_party_strategy_not_installed_says_what_to_install(without_plugins):
+    without_plugins("fsdp")
     with pytest.raises(
         ValueError, match=r"strategy 'fsdp' is provided by fabric-fsdp: pip install \"fabric-core\[fsdp\]\""
     ):
         Fabric(accelerator="cpu", strategy="fsdp")
 
 
-def test_first_party_accelerator_not_installed_says_what_to_install(monkeypatch):
-    from fabric_core.plugins import reset
-
-    monkeypatch.setenv("FABRIC_DISABLE_PLUGINS", "cuda")  # as if fabric-cuda were not installed
-    reset()
-    try:
-        with pytest.raises(ValueError, match=r'pip install "fabric-core\[cuda\]"'):
-            Fabric(accelerator="cuda")
-    finally:
-        reset()
+def test_first_party_accelerator_not_installed_says_what_to_install(without_plugins):
+    without_plugins("cuda")
+    with pytest.raises(ValueError, match=r'pip install "fabric-core\[cuda\]"'):
+        Fabric(accelerator="cuda")
 
 
 def test_gpu_without_any_gpu_says_what_to_do():

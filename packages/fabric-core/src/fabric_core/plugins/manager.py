@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FunctionType
 from typing import Any
 
 from fabric_core.plugins.registry import Registry, ScopedRegistry
@@ -109,18 +112,42 @@ def _entry_points() -> list[tuple[str, str, str, str]]:
     return plugins
 
 
+def _hook_functions(module: Any) -> dict[str, Callable[..., Any]]:
+    """The functions of ``module`` marked with ``@hookimpl``, checked against the hook specifications.
+
+    pluggy's own registration inspects every attribute of the module statically, which costs a few
+    milliseconds per plugin at the first ``Fabric(...)``; the marker pluggy leaves on a function is
+    all that is needed to find the hooks.
+    """
+    from fabric_core.plugins import hookspecs
+
+    found = {}
+    for name, value in vars(module).items():
+        if not isinstance(value, FunctionType) or f"{ENTRY_POINT_GROUP}_impl" not in value.__dict__:
+            continue
+        if name not in hookspecs.HOOKS:
+            raise TypeError(
+                f"{module.__name__}.{name} is marked @hookimpl, but there is no fabric hook of that name. "
+                f"Hooks: {', '.join(hookspecs.HOOKS)}."
+            )
+        unexpected = [p for p in inspect.signature(value).parameters if p != "registry"]
+        if unexpected:
+            raise TypeError(
+                f"{module.__name__}.{name} takes {unexpected}, but fabric hooks are called with one argument, "
+                f"`registry`: define it as `def {name}(registry):`."
+            )
+        found[name] = value
+    return found
+
+
 def discover() -> Registries:
     """Import every plugin module and call its hooks. Prefer :func:`get_registries`, which caches."""
-    import pluggy
-
     from fabric_core.plugins import hookspecs
 
     registries = {kind: Registry(kind) for kind in set(hookspecs.HOOKS.values())}
-    manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
-    manager.add_hookspecs(hookspecs)
     disabled = _disabled()
     infos: list[PluginInfo] = []
-    loaded: list[tuple[PluginInfo, Any]] = []
+    loaded: list[tuple[PluginInfo, dict[str, Callable[..., Any]]]] = []
     for name, module_name, distribution, version in _entry_points():
         info = PluginInfo(name=name, distribution=distribution, version=version, module=module_name)
         infos.append(info)
@@ -130,25 +157,24 @@ def discover() -> Registries:
             continue
         try:
             module = importlib.import_module(module_name.partition(":")[0])
-            manager.register(module, name=f"{distribution}:{name}")
+            hooks = _hook_functions(module)
         except Exception as err:
             _fail(info, f"importing {module_name}", err)
             for registry in registries.values():
                 registry.record_failure(distribution, info.errors[-1])
             continue
-        loaded.append((info, module))
+        loaded.append((info, hooks))
 
-    for info, module in loaded:
+    for info, hooks in loaded:
         # All or nothing: a plugin whose hook raises contributes none of its names.
         scoped_registries: list[tuple[str, ScopedRegistry]] = []
         for hook_name, kind in hookspecs.HOOKS.items():
-            impls = [i for i in getattr(manager.hook, hook_name).get_hookimpls() if i.plugin is module]
-            if not impls:
+            function = hooks.get(hook_name)
+            if function is None:
                 continue
-            (impl,) = impls
             scoped = ScopedRegistry(registries[kind], info.distribution, info.version, info.name)
             try:
-                impl.function(**{arg: scoped for arg in impl.argnames})
+                function(registry=scoped)
             except Exception as err:
                 _fail(info, hook_name, err)
                 for registry in registries.values():
