@@ -26,7 +26,7 @@ from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
-from fabric_core.strategies.ddp import _START_METHODS, DDPStrategy
+from fabric_core.strategies.ddp import DDPStrategy
 from fabric_core.utilities import distributed as collectives
 from fabric_core.utilities.rank_zero import rank_zero_warn
 from fabric_fsdp import checkpoint
@@ -56,13 +56,7 @@ class ShardedStrategy(DDPStrategy):
         timeout: timedelta | None = collectives.DEFAULT_TIMEOUT,
         start_method: str = "popen",
     ) -> None:
-        name = type(self).__name__
-        if start_method not in _START_METHODS:
-            raise ValueError(
-                f"{name}(start_method={start_method!r}) is not supported: expected one of {_START_METHODS}."
-            )
-        if timeout is not None and not isinstance(timeout, timedelta):
-            raise TypeError(f"{name}(timeout={timeout!r}) must be a datetime.timedelta, e.g. timedelta(minutes=10).")
+        # DDPStrategy validates start_method and timeout, naming this class in its errors.
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,

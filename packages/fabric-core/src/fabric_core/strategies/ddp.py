@@ -70,11 +70,12 @@ class DDPStrategy(ParallelStrategy):
         )
         if start_method not in _START_METHODS:
             raise ValueError(
-                f"DDPStrategy(start_method={start_method!r}) is not supported: expected one of {_START_METHODS}."
+                f"{type(self).__name__}(start_method={start_method!r}) is not supported: "
+                f"expected one of {_START_METHODS}."
             )
         if timeout is not None and not isinstance(timeout, timedelta):
             raise TypeError(
-                f"DDPStrategy(timeout={timeout!r}) must be a datetime.timedelta, e.g. timedelta(minutes=10)."
+                f"{type(self).__name__}(timeout={timeout!r}) must be a datetime.timedelta, e.g. timedelta(minutes=10)."
             )
         if process_group_backend is not None and not isinstance(process_group_backend, str):
             raise TypeError(f"process_group_backend={process_group_backend!r} must be a string such as 'gloo'.")
