@@ -210,6 +210,18 @@ def test_lazy_target_is_imported_only_when_loaded(site: Site) -> None:
 # -- discovery is lazy and cached ------------------------------------------------------------------
 
 
+def test_first_fabric_imports_no_pluggy() -> None:
+    # Discovery reads the @hookimpl marks itself; pluggy (about 5 ms to import) is left for those
+    # who build a PluginManager.
+    code = (
+        "import sys; from fabric_core import Fabric; Fabric(accelerator='cpu'); "
+        "print('pluggy' in sys.modules, 'fabric_core.plugins.manager' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+
+
 def test_import_fabric_core_loads_no_plugin_machinery() -> None:
     code = "import fabric_core, sys; print('pluggy' in sys.modules, 'fabric_core.plugins.manager' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -313,6 +325,54 @@ def test_hookimpl_with_a_wrong_argument_name_is_that_plugins_failure(site: Site,
     with pytest.warns(PluginLoadWarning, match=r"fake-misnamed 0\.1.*reg"):
         registries = get_registries()
     assert info_of(registries, "fake-misnamed").errors
+    assert "good_strategy" in registries.strategies
+
+
+def test_plugin_marked_with_pluggys_own_marker_is_found(site: Site) -> None:
+    source = textwrap.dedent(
+        """
+        import pluggy
+
+        hookimpl = pluggy.HookimplMarker("fabric")
+
+        @hookimpl
+        def fabric_register_strategies(registry):
+            registry.register("pluggy_marked", "fake_targets:FakeStrategy")
+        """
+    )
+    site.add_plugin("fake-pluggy-marked", source)
+    assert "pluggy_marked" in get_registries().strategies
+
+
+def test_specname_names_the_hook_a_function_implements(site: Site) -> None:
+    source = textwrap.dedent(
+        """
+        from fabric_core.plugins import hookimpl
+
+        @hookimpl(specname="fabric_register_strategies")
+        def add_my_strategies(registry):
+            registry.register("by_specname", "fake_targets:FakeStrategy")
+        """
+    )
+    site.add_plugin("fake-specname", source)
+    assert "by_specname" in get_registries().strategies
+
+
+@pytest.mark.parametrize(
+    ("decorator", "message"),
+    [
+        ("@hookimpl(wrapper=True)\ndef fabric_register_strategies(registry):", "hook wrapper"),
+        ("@hookimpl\ndef fabric_register_strategy(registry):", "no fabric hook of that name"),
+        ("@hookimpl(specname='fabric_register_nothing')\ndef f(registry):", "fabric_register_nothing"),
+    ],
+)
+def test_misused_hookimpl_is_that_plugins_failure(site: Site, lenient: None, decorator: str, message: str) -> None:
+    source = f"from fabric_core.plugins import hookimpl\n\n{decorator}\n    registry.register('never', 'm:X')\n"
+    site.add_plugin("fake-misused", source, version="0.3")
+    site.add_plugin("fake-good", strategy_plugin("good_strategy"))
+    with pytest.warns(PluginLoadWarning, match=rf"fake-misused 0\.3.*{message}"):
+        registries = get_registries()
+    assert "never" not in registries.strategies
     assert "good_strategy" in registries.strategies
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fabric_core.plugins._hooks import HookimplMarker, hookimpl
     from fabric_core.plugins.manager import PluginError, PluginInfo, PluginLoadWarning, Registries
     from fabric_core.plugins.registry import Entry, Registry
 
 __all__ = [
     "Entry",
+    "HookimplMarker",
     "PluginError",
     "PluginInfo",
     "PluginLoadWarning",
@@ -31,13 +33,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # hookimpl is needed by every plugin module; the rest only when Fabric resolves names.
-    if name == "hookimpl":
-        import pluggy
+    # hookimpl is needed by every plugin module (and imports no pluggy); the rest only when Fabric resolves names.
+    if name in ("hookimpl", "HookimplMarker"):
+        from fabric_core.plugins import _hooks
 
-        marker = pluggy.HookimplMarker("fabric")
-        globals()["hookimpl"] = marker
-        return marker
+        return getattr(_hooks, name)
     if name in ("Entry", "Registry"):
         from fabric_core.plugins import registry
 

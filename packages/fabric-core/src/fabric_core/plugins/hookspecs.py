@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import pluggy
 
+from fabric_core.plugins._hooks import HOOKS, PROJECT
 from fabric_core.plugins.registry import Registry
 
-hookspec = pluggy.HookspecMarker("fabric")
+__all__ = ["HOOKS", "hookspec"]
+
+hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
@@ -55,14 +58,3 @@ def fabric_register_cli_commands(registry: Registry) -> None:
     The target is a callable taking the command's arguments (a list of strings) and returning an exit
     code or ``None``.
     """
-
-
-#: hook name -> the registry kind it fills
-HOOKS: dict[str, str] = {
-    "fabric_register_accelerators": "accelerators",
-    "fabric_register_strategies": "strategies",
-    "fabric_register_precisions": "precisions",
-    "fabric_register_cluster_environments": "cluster_environments",
-    "fabric_register_loggers": "loggers",
-    "fabric_register_cli_commands": "commands",
-}

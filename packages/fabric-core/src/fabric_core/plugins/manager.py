@@ -8,13 +8,14 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FunctionType
 from typing import Any
 
+from fabric_core.plugins._hooks import HOOKS, PROJECT
 from fabric_core.plugins.registry import Registry, ScopedRegistry
 
-ENTRY_POINT_GROUP = "fabric"
+ENTRY_POINT_GROUP = PROJECT
+_MARK = PROJECT + "_impl"  # the attribute @hookimpl sets
 STRICT_ENV = "FABRIC_STRICT_PLUGINS"
 DISABLE_ENV = "FABRIC_DISABLE_PLUGINS"
 CORE_DISTRIBUTION = "fabric-core"
@@ -29,17 +30,28 @@ class PluginLoadWarning(UserWarning):
     """A plugin failed to load or its hook raised; it was skipped."""
 
 
-@dataclass
 class PluginInfo:
     """What ``fabric plugins`` reports about one plugin."""
 
-    name: str
-    distribution: str
-    version: str
-    module: str
-    registered: dict[str, list[str]] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    disabled: bool = False
+    __slots__ = ("disabled", "distribution", "errors", "module", "name", "registered", "version")
+
+    def __init__(
+        self,
+        name: str,
+        distribution: str,
+        version: str,
+        module: str,
+        registered: dict[str, list[str]] | None = None,
+        errors: list[str] | None = None,
+        disabled: bool = False,
+    ) -> None:
+        self.name = name
+        self.distribution = distribution
+        self.version = version
+        self.module = module
+        self.registered: dict[str, list[str]] = {} if registered is None else registered
+        self.errors: list[str] = [] if errors is None else errors
+        self.disabled = disabled
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,21 +64,47 @@ class PluginInfo:
             "disabled": self.disabled,
         }
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PluginInfo) and self.as_dict() == other.as_dict()
 
-@dataclass
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={value!r}" for key, value in self.as_dict().items())
+        return f"PluginInfo({fields})"
+
+
 class Registries:
     """Every registry, filled by every plugin's hooks."""
 
-    accelerators: Registry
-    strategies: Registry
-    precisions: Registry
-    cluster_environments: Registry
-    loggers: Registry
-    commands: Registry
-    plugins: list[PluginInfo]
+    __slots__ = ("accelerators", "cluster_environments", "commands", "loggers", "plugins", "precisions", "strategies")
+
+    def __init__(
+        self,
+        accelerators: Registry,
+        strategies: Registry,
+        precisions: Registry,
+        cluster_environments: Registry,
+        loggers: Registry,
+        commands: Registry,
+        plugins: list[PluginInfo],
+    ) -> None:
+        self.accelerators = accelerators
+        self.strategies = strategies
+        self.precisions = precisions
+        self.cluster_environments = cluster_environments
+        self.loggers = loggers
+        self.commands = commands
+        self.plugins = plugins
 
     def __getitem__(self, kind: str) -> Registry:
+        if kind not in HOOKS.values():
+            raise KeyError(f"No registry of kind {kind!r}; kinds: {', '.join(dict.fromkeys(HOOKS.values()))}.")
         return getattr(self, kind)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{kind}={len(getattr(self, kind))}" for kind in dict.fromkeys(HOOKS.values()))
+        return f"Registries({counts}, plugins={len(self.plugins)})"
 
 
 def _strict() -> bool:
@@ -113,38 +151,47 @@ def _entry_points() -> list[tuple[str, str, str, str]]:
 
 
 def _hook_functions(module: Any) -> dict[str, Callable[..., Any]]:
-    """The functions of ``module`` marked with ``@hookimpl``, checked against the hook specifications.
+    """The functions of ``module`` marked with ``@hookimpl``, by hook name, checked against the hooks.
 
     pluggy's own registration inspects every attribute of the module statically, which costs a few
-    milliseconds per plugin at the first ``Fabric(...)``; the marker pluggy leaves on a function is
-    all that is needed to find the hooks.
+    milliseconds per plugin at the first ``Fabric(...)``; the marker left on a function (by
+    :data:`fabric_core.plugins.hookimpl` or by pluggy's ``HookimplMarker("fabric")``) is all that is
+    needed to find the hooks.
     """
-    from fabric_core.plugins import hookspecs
-
     found = {}
     for name, value in vars(module).items():
-        if not isinstance(value, FunctionType) or f"{ENTRY_POINT_GROUP}_impl" not in value.__dict__:
+        if not isinstance(value, FunctionType):
             continue
-        if name not in hookspecs.HOOKS:
+        opts = value.__dict__.get(_MARK)
+        if not isinstance(opts, dict):
+            continue
+        hook = opts.get("specname") or name
+        where = f"{module.__name__}.{name}"
+        if hook not in HOOKS:
             raise TypeError(
-                f"{module.__name__}.{name} is marked @hookimpl, but there is no fabric hook of that name. "
-                f"Hooks: {', '.join(hookspecs.HOOKS)}."
+                f"{where} is marked @hookimpl for '{hook}', but there is no fabric hook of that name. "
+                f"Hooks: {', '.join(HOOKS)}."
+            )
+        if opts.get("wrapper") or opts.get("hookwrapper"):
+            raise TypeError(
+                f"{where} is marked as a hook wrapper, but fabric hooks only register names: drop "
+                "wrapper=True / hookwrapper=True and register directly."
             )
         unexpected = [p for p in inspect.signature(value).parameters if p != "registry"]
         if unexpected:
             raise TypeError(
-                f"{module.__name__}.{name} takes {unexpected}, but fabric hooks are called with one argument, "
+                f"{where} takes {unexpected}, but fabric hooks are called with one argument, "
                 f"`registry`: define it as `def {name}(registry):`."
             )
-        found[name] = value
+        if hook in found:
+            raise TypeError(f"{module.__name__} implements '{hook}' twice; keep one function per hook.")
+        found[hook] = value
     return found
 
 
 def discover() -> Registries:
     """Import every plugin module and call its hooks. Prefer :func:`get_registries`, which caches."""
-    from fabric_core.plugins import hookspecs
-
-    registries = {kind: Registry(kind) for kind in set(hookspecs.HOOKS.values())}
+    registries = {kind: Registry(kind) for kind in dict.fromkeys(HOOKS.values())}
     disabled = _disabled()
     infos: list[PluginInfo] = []
     loaded: list[tuple[PluginInfo, dict[str, Callable[..., Any]]]] = []
@@ -168,7 +215,7 @@ def discover() -> Registries:
     for info, hooks in loaded:
         # All or nothing: a plugin whose hook raises contributes none of its names.
         scoped_registries: list[tuple[str, ScopedRegistry]] = []
-        for hook_name, kind in hookspecs.HOOKS.items():
+        for hook_name, kind in HOOKS.items():
             function = hooks.get(hook_name)
             if function is None:
                 continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 #: Names provided by first-party packages, so an unknown name can say what to install.
@@ -64,19 +63,65 @@ def check_registration(label: str, name: Any, target: Any) -> None:
         raise ValueError(f"{label} '{name}': target {target!r} must be 'package.module:attribute'.")
 
 
-@dataclass
 class Entry:
     """A registered name: what it points to, how to construct it and who registered it."""
 
-    name: str
-    target: Any
-    description: str = ""
-    init_kwargs: dict[str, Any] = field(default_factory=dict)
-    distribution: str = "unknown"
-    version: str = ""
-    plugin: str = ""
-    override: bool = False
-    _loaded: Any = field(default=None, repr=False)
+    __slots__ = (
+        "_loaded",
+        "description",
+        "distribution",
+        "init_kwargs",
+        "name",
+        "override",
+        "plugin",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        target: Any,
+        description: str = "",
+        init_kwargs: dict[str, Any] | None = None,
+        distribution: str = "unknown",
+        version: str = "",
+        plugin: str = "",
+        override: bool = False,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.description = description
+        self.init_kwargs: dict[str, Any] = {} if init_kwargs is None else init_kwargs
+        self.distribution = distribution
+        self.version = version
+        self.plugin = plugin
+        self.override = override
+        self._loaded: Any = None
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.name,
+            self.target,
+            self.description,
+            self.init_kwargs,
+            self.distribution,
+            self.version,
+            self.plugin,
+            self.override,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry(name={self.name!r}, target={self.target!r}, description={self.description!r}, "
+            f"init_kwargs={self.init_kwargs!r}, distribution={self.distribution!r}, version={self.version!r}, "
+            f"plugin={self.plugin!r}, override={self.override!r})"
+        )
 
     def load(self) -> Any:
         """The target itself, importing it on first use."""
