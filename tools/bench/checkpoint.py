@@ -9,8 +9,9 @@ candidate's save: every load reads a clean, cached file.
 
 - raw: ``torch.save(model.state_dict(), path)``; ``model.load_state_dict(torch.load(path))``
 - fabric_core / lightning: ``fabric.save(path, {"model": model})``; ``fabric.load(path, {"model": model})``
-  on a model passed through ``fabric.setup``. fabric_core writes atomically (temporary file, fsync,
-  rename), so its save includes flushing the file to disk, which a plain ``torch.save`` does not.
+  on a model passed through ``fabric.setup``. fabric_core writes atomically (temporary file, rename) and
+  flushes the file to disk in a background thread after the rename; the ``os.sync()`` below waits for
+  that write-back as it does for ``torch.save``'s, untimed for both.
 - accelerate: ``accelerator.save_state(dir)``; ``accelerator.load_state(dir)``, its checkpoint API (a
   directory with safetensors weights and RNG states).
 

@@ -9,12 +9,20 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 import torch
 
-from fabric_core.io import CheckpointIO, TorchCheckpointIO, atomic_torch_save
+from fabric_core.io import (
+    CheckpointIO,
+    TorchCheckpointIO,
+    atomic_torch_save,
+    previous_version_path,
+    torch_io,
+    wait_for_checkpoint_flushes,
+)
 
 
 class _Unpicklable:
@@ -166,12 +174,237 @@ def test_fsync_false_does_not_fsync(tmp_path, monkeypatch):
     assert calls == []
 
 
-def test_fsync_true_fsyncs_the_file_and_its_directory(tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [True, False])
+def test_fsync_true_fsyncs_the_file_and_its_directory(tmp_path, monkeypatch, background):
     calls = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
-    TorchCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "model.ckpt")
+    TorchCheckpointIO(fsync_in_background=background).save_checkpoint({"a": 1}, tmp_path / "model.ckpt")
+    wait_for_checkpoint_flushes()
     assert len(calls) == 2
+
+
+# -- the flush after the rename -----------------------------------------------------------------------
+
+
+class _HeldFsync:
+    """Replaces os.fsync: calls from the background flush thread wait until release()."""
+
+    def __init__(self, monkeypatch, error: OSError | None = None) -> None:
+        self._release = threading.Event()
+        self._error = error
+        self.calls: list[tuple[str, int]] = []
+        self._real = os.fsync
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        thread = threading.current_thread().name
+        self.calls.append((thread, fd))
+        if thread == "fabric-checkpoint-fsync":
+            assert self._release.wait(30), "the test never released the flush"
+            if self._error is not None:
+                raise self._error
+        self._real(fd)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+@pytest.fixture
+def no_pending_flushes():
+    yield
+    # A test that fails halfway must not leave its flush to the next test.
+    try:
+        wait_for_checkpoint_flushes()
+    except RuntimeError:
+        pass
+
+
+def test_background_save_returns_before_the_flush_with_the_file_complete(tmp_path, monkeypatch, no_pending_flushes):
+    held = _HeldFsync(monkeypatch)
+    path = tmp_path / "model.ckpt"
+    TorchCheckpointIO().save_checkpoint(_checkpoint(), path)
+    # The flush has not happened, yet the file is in place and whole, for this process and for others.
+    deadline = time.monotonic() + 30
+    while not held.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [name for name, _ in held.calls] == ["fabric-checkpoint-fsync"]
+    code = f"import torch; print(torch.load({str(path)!r}, weights_only=False)['step'])"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert other.stdout.strip() == "7", other.stderr
+    held.release()
+    wait_for_checkpoint_flushes()
+    assert torch_io._pending == []
+
+
+def test_overwrite_keeps_the_previous_version_until_the_flush_is_done(tmp_path, monkeypatch, no_pending_flushes):
+    io = TorchCheckpointIO()
+    path = tmp_path / "model.ckpt"
+    io.save_checkpoint({"version": 1}, path)
+    wait_for_checkpoint_flushes()
+    assert not previous_version_path(path).exists()
+
+    held = _HeldFsync(monkeypatch)
+    io.save_checkpoint({"version": 2}, path)
+    previous = previous_version_path(path)
+    assert previous == tmp_path / ".model.ckpt.previous"
+    assert torch.load(previous) == {"version": 1}
+    assert torch.load(path) == {"version": 2}
+    held.release()
+    wait_for_checkpoint_flushes()
+    assert not previous.exists()
+    assert sorted(os.listdir(tmp_path)) == ["model.ckpt"]
+
+
+def test_load_waits_for_the_flush(tmp_path, monkeypatch, no_pending_flushes):
+    held = _HeldFsync(monkeypatch)
+    io = TorchCheckpointIO()
+    path = tmp_path / "model.ckpt"
+    io.save_checkpoint({"a": 1}, path)
+    threading.Timer(0.3, held.release).start()
+    start = time.monotonic()
+    assert io.load_checkpoint(path) == {"a": 1}
+    assert time.monotonic() - start >= 0.25
+    assert torch_io._pending == []
+
+
+def test_next_save_waits_for_the_previous_flush(tmp_path, monkeypatch, no_pending_flushes):
+    held = _HeldFsync(monkeypatch)
+    io = TorchCheckpointIO()
+    io.save_checkpoint({"a": 1}, tmp_path / "one.ckpt")
+    threading.Timer(0.3, held.release).start()
+    io.save_checkpoint({"a": 2}, tmp_path / "two.ckpt")
+    # The first flush was done before the second save started: at most one is ever in flight.
+    assert len(torch_io._pending) == 1 and torch_io._pending[0].path == tmp_path / "two.ckpt"
+
+
+def test_teardown_waits_for_the_flush(tmp_path, monkeypatch, no_pending_flushes):
+    held = _HeldFsync(monkeypatch)
+    io = TorchCheckpointIO()
+    io.save_checkpoint({"a": 1}, tmp_path / "model.ckpt")
+    threading.Timer(0.2, held.release).start()
+    io.teardown()
+    assert torch_io._pending == []
+
+
+def test_failed_flush_is_raised_once_by_the_next_operation_naming_the_file(tmp_path, monkeypatch, no_pending_flushes):
+    held = _HeldFsync(monkeypatch, error=OSError(5, "Input/output error"))
+    io = TorchCheckpointIO()
+    path = tmp_path / "model.ckpt"
+    atomic_torch_save({"version": 1}, path, fsync=False)
+    io.save_checkpoint({"version": 2}, path)
+    held.release()
+    with pytest.raises(RuntimeError, match=r"model\.ckpt' was written completely.*Input/output error") as raised:
+        io.load_checkpoint(path)
+    # The old version is not thrown away when the new one may not be on the disk.
+    assert str(previous_version_path(path)) in str(raised.value)
+    assert torch.load(previous_version_path(path)) == {"version": 1}
+    assert io.load_checkpoint(path) == {"version": 2}  # reported once; the file itself is whole
+
+
+def test_without_hard_links_the_new_file_is_flushed_before_it_replaces_the_old(
+    tmp_path, monkeypatch, no_pending_flushes
+):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(1, "Operation not permitted")))
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: events.append(f"replace {os.path.basename(b)}") or real_replace(a, b)
+    )
+    path = tmp_path / "model.ckpt"
+    atomic_torch_save({"version": 1}, path, fsync=False)
+    events.clear()
+    TorchCheckpointIO().save_checkpoint({"version": 2}, path)
+    assert events[:2] == ["fsync", "replace model.ckpt"]
+    assert sorted(os.listdir(tmp_path)) == ["model.ckpt"]
+
+
+def test_failed_save_after_keeping_the_previous_version_leaves_only_the_old_file(
+    tmp_path, monkeypatch, no_pending_flushes
+):
+    path = tmp_path / "model.ckpt"
+    atomic_torch_save({"version": 1}, path, fsync=False)
+    real_replace = os.replace
+
+    def replace(source, target):
+        if os.path.basename(target) == "model.ckpt":
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        TorchCheckpointIO().save_checkpoint({"version": 2}, path)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["model.ckpt"]
+    assert TorchCheckpointIO().load_checkpoint(path) == {"version": 1}
+
+
+def test_corrupt_file_with_a_kept_previous_version_points_to_it(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save({"version": 1}, previous_version_path(path))
+    path.write_bytes(b"\0" * 100)  # what a power loss before the flush can leave on some filesystems
+    with pytest.raises(RuntimeError, match=r"corrupt.*\.model\.ckpt\.previous.*Load that one"):
+        TorchCheckpointIO().load_checkpoint(path)
+
+
+def test_remove_checkpoint_removes_a_kept_previous_version_too(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save({"version": 1}, previous_version_path(path))
+    torch.save({"version": 2}, path)
+    TorchCheckpointIO().remove_checkpoint(path)
+    assert os.listdir(tmp_path) == []
+
+
+_SAVE_AND_EXIT = textwrap.dedent(
+    """
+    import os, sys, time
+    from fabric_core.io import TorchCheckpointIO
+
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.5)
+        real_fsync(fd)
+        print("flushed", fd, flush=True)
+
+    os.fsync = slow_fsync
+    if sys.argv[2] == "fail":
+        def failing_fsync(fd):
+            raise OSError(5, "Input/output error")
+        os.fsync = failing_fsync
+    TorchCheckpointIO().save_checkpoint({"a": 1}, sys.argv[1])
+    print("saved", flush=True)
+    """
+)
+
+
+def test_process_ending_right_after_a_save_waits_for_the_flush(tmp_path):
+    script = tmp_path / "save_and_exit.py"
+    script.write_text(_SAVE_AND_EXIT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "model.ckpt"), "ok"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[0] == "saved" and "flushed" in lines
+
+
+def test_flush_failing_at_the_end_of_the_process_is_printed(tmp_path):
+    script = tmp_path / "save_and_exit.py"
+    script.write_text(_SAVE_AND_EXIT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "model.ckpt"), "fail"], capture_output=True, text=True, timeout=120
+    )
+    assert "saved" in result.stdout
+    assert "model.ckpt' was written completely" in result.stderr
+    assert "Input/output error" in result.stderr
+
+
+@pytest.mark.parametrize("argument", ["fsync", "fsync_in_background", "weights_only"])
+def test_flags_must_be_booleans(argument):
+    with pytest.raises(TypeError, match=rf"{argument}='yes'.*True or False"):
+        TorchCheckpointIO(**{argument: "yes"})
 
 
 def test_fsync_false_still_keeps_the_previous_checkpoint_on_failure(tmp_path):

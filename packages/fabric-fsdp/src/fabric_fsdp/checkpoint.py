@@ -33,7 +33,7 @@ from torch.nn import Module
 from torch.optim import Optimizer
 
 from fabric_core.io.checkpoint_io import CheckpointIO
-from fabric_core.io.torch_io import TorchCheckpointIO, _fsync_directory, atomic_torch_save
+from fabric_core.io.torch_io import TorchCheckpointIO, atomic_torch_save, fsync_directory
 from fabric_core.strategies.strategy import validate_keys_for_loading
 
 #: The file of a sharded checkpoint holding what is not a model or an optimizer.
@@ -423,6 +423,6 @@ def _replace(staging: Path, path: Path) -> None:
         _remove(previous)
         os.replace(path, previous)
     os.replace(staging, path)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     if previous is not None:
         _remove(previous)

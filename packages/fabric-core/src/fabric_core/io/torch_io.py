@@ -1,14 +1,25 @@
-"""Checkpoints written with ``torch.save``: atomically, so a crash never leaves a half-written file."""
+"""Checkpoints written with ``torch.save``: atomically, then flushed to disk without holding up training.
+
+A save writes a temporary file in the target's directory and renames it over the target once it is
+complete, so a reader (or a crash at any moment) sees the previous checkpoint or the whole new one.
+Flushing the file to the disk (``fsync``) costs as much again as writing it on most disks; by default
+it runs in a background thread after the rename, while the next training steps run, and everything
+that could observe a missing flush waits for it first: the next save or load, ``remove_checkpoint``,
+``teardown`` and the end of the process. Until the flush is done, the version it replaced is kept
+beside it as ``.<name>.previous`` (a hard link, no copy), so even a power loss in that window leaves a
+complete checkpoint on the disk.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import stat
+import sys
 import tempfile
 import threading
 import zipfile
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +28,8 @@ import torch
 from fabric_core.io.checkpoint_io import CheckpointIO
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: str | Path) -> None:
+    """Flush a directory's entries (a rename, a new file) to disk; a no-op where directories cannot be opened."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # e.g. Windows cannot open directories
@@ -30,34 +42,140 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-class _BackgroundFlush:
-    """Flush a file being written to disk from a second thread, while it is written.
+_fsync_directory = fsync_directory  # the name fabric-fsdp 0.1.0 imports
 
-    The final ``fsync`` then has little left to do, so a durable save costs about what a plain
-    ``torch.save`` to the page cache costs.
-    """
 
-    def __init__(self, fd: int, interval: float = 0.02) -> None:
+def previous_version_path(path: str | Path) -> Path:
+    """Where a save in progress keeps the version of ``path`` it replaced: ``.<name>.previous`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.previous")
+
+
+class _PendingFlush:
+    """The ``fsync`` of one checkpoint, in a thread, after the file was renamed into place."""
+
+    def __init__(self, fd: int, path: Path, previous: Path | None) -> None:
+        self.path = path
+        self.previous = previous
+        self.error: BaseException | None = None
+        self.reported = False
         self._fd = fd
-        self._interval = interval
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fabric-checkpoint-flush", daemon=True)
+        # Not a daemon: the interpreter waits for it at exit, so a script that ends right after its
+        # last save still leaves that checkpoint on the disk.
+        self._thread = threading.Thread(target=self._run, name="fabric-checkpoint-fsync", daemon=False)
+
+    def start(self) -> None:
+        self._thread.start()
 
     def _run(self) -> None:
-        flush = getattr(os, "fdatasync", os.fsync)
-        while not self._done.wait(self._interval):
+        try:
             try:
-                flush(self._fd)
-            except OSError:  # the file is being closed, or the filesystem cannot sync: the final fsync decides
-                return
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+            fsync_directory(self.path.parent)
+            if self.previous is not None:
+                self.previous.unlink(missing_ok=True)
+        except BaseException as err:  # reported by the next wait_for_checkpoint_flushes() or at exit
+            self.error = err
 
-    def __enter__(self) -> _BackgroundFlush:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
+    def join(self) -> None:
         self._thread.join()
+
+    def message(self) -> str:
+        kept = (
+            f" The version it replaced is kept at '{self.previous}'."
+            if self.previous is not None and self.previous.exists()
+            else ""
+        )
+        return (
+            f"Checkpoint '{self.path}' was written completely, but flushing it to the disk failed "
+            f"({type(self.error).__name__}: {self.error}), so it may not survive a power loss.{kept} Check the "
+            "disk (free space, errors in the system log) and save the checkpoint again."
+        )
+
+
+_pending: list[_PendingFlush] = []
+_pending_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+def wait_for_checkpoint_flushes() -> None:
+    """Block until every checkpoint this process saved with a background flush is on the disk.
+
+    Raises ``RuntimeError`` naming the checkpoint if a flush failed (each failure is raised once).
+    ``TorchCheckpointIO`` calls this before every save and load, in ``remove_checkpoint`` and in
+    ``teardown``; the interpreter waits at exit too.
+    """
+    with _pending_lock:
+        pending = list(_pending)
+    if not pending:
+        return
+    for flush in pending:
+        flush.join()
+    failed = []
+    with _pending_lock:
+        for flush in pending:
+            if flush in _pending:
+                _pending.remove(flush)
+            if flush.error is not None and not flush.reported:
+                flush.reported = True
+                failed.append(flush)
+    if failed:
+        message = failed[0].message()
+        if len(failed) > 1:
+            message += (
+                f" ({len(failed) - 1} more checkpoint(s) failed to flush: "
+                + ", ".join(f"'{flush.path}'" for flush in failed[1:])
+                + ".)"
+            )
+        raise RuntimeError(message) from failed[0].error
+
+
+def _report_unflushed_at_exit() -> None:
+    # Runs after the interpreter has joined the flush threads (they are not daemons).
+    try:
+        wait_for_checkpoint_flushes()
+    except RuntimeError as err:
+        print(f"fabric_core: {err}", file=sys.stderr)
+
+
+def _forget_pending_in_child() -> None:
+    # A forked child inherits the list but not the threads; the parent still owns those flushes.
+    global _pending_lock
+    _pending.clear()
+    _pending_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
+
+
+def _flush_in_background(fd: int, path: Path, previous: Path | None) -> None:
+    global _exit_hook_installed
+    flush = _PendingFlush(fd, path, previous)
+    with _pending_lock:
+        if not _exit_hook_installed:
+            atexit.register(_report_unflushed_at_exit)
+            _exit_hook_installed = True
+        _pending.append(flush)
+    flush.start()
+
+
+def _keep_previous(path: Path) -> Path | None:
+    """Hard-link the current ``path`` to its ``.previous`` name; ``None`` where that is impossible."""
+    previous = previous_version_path(path)
+    staging = previous.with_name(f"{previous.name}.{os.getpid()}.tmp")
+    try:
+        os.link(path, staging)
+        os.replace(staging, previous)
+    except OSError:  # no hard links on this filesystem, or path is not a regular file
+        try:
+            os.unlink(staging)
+        except OSError:
+            pass
+        return None
+    return previous
 
 
 def _new_file_mode(path: Path) -> int:
@@ -70,47 +188,87 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True) -> None:
+def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True, background: bool = False) -> None:
     """``torch.save(obj, path)`` through a temporary file in the same directory and an atomic rename.
 
-    Readers see either the previous file or the complete new one, never a partial write; with
-    ``fsync`` the data also survives a power loss once this returns.
+    Readers see either the previous file or the complete new one, never a partial write.
+
+    Args:
+        fsync: flush the file and its directory to the disk, so that they survive a power loss.
+        background: with ``fsync``, rename the file into place as soon as it is written and flush it in a
+            background thread; the version it replaces stays at :func:`previous_version_path` until the
+            flush is done. :func:`wait_for_checkpoint_flushes` waits for it (the next save does). Off,
+            the file is flushed before the rename and this returns once it is on the disk. POSIX only;
+            elsewhere the flush is always done before returning.
     """
     path = Path(path)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
+    # One flush in flight at a time, and the previous save's failure is reported before a new one starts.
+    wait_for_checkpoint_flushes()
+    background = background and fsync and os.name == "posix"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    keep_fd: int | None = None
+    previous: Path | None = None
     try:
         os.chmod(tmp_name, _new_file_mode(path))  # mkstemp creates 0600; keep torch.save's permissions
         with os.fdopen(fd, "wb") as f:
-            with _BackgroundFlush(f.fileno()) if fsync else nullcontext():
-                torch.save(obj, f)
-                f.flush()
-            if fsync:
+            torch.save(obj, f)
+            f.flush()
+            if background:
+                keep_fd = os.dup(f.fileno())
+            elif fsync:
                 os.fsync(f.fileno())
+        # The file is closed before the rename: on NFS, closing sends its data to the server, so a process
+        # on another node that opens the new name reads all of it.
+        if keep_fd is not None and os.path.lexists(path):
+            previous = _keep_previous(path)
+            if previous is None:  # cannot keep the old version: the new one must be on the disk before replacing it
+                os.fsync(keep_fd)
+                os.close(keep_fd)
+                keep_fd = None
         os.replace(tmp_name, path)
     except BaseException:
+        if keep_fd is not None:
+            os.close(keep_fd)
+        if previous is not None:
+            previous.unlink(missing_ok=True)  # the old version is still at its own name
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
         raise
-    if fsync:
-        _fsync_directory(directory)
+    if keep_fd is not None:
+        _flush_in_background(keep_fd, path, previous)
+    elif fsync:
+        fsync_directory(directory)
 
 
 class TorchCheckpointIO(CheckpointIO):
     """Saves with ``torch.save`` atomically and loads with ``torch.load``.
 
     Args:
-        fsync: flush the file and its directory to disk before the save returns (default). Turning it
-            off keeps the write atomic against a crash of the process, not against a power loss.
+        fsync: flush every checkpoint and its directory to the disk (default), so it survives a power
+            loss. Off, the write stays atomic against a crash of the process, not against a power loss.
+        fsync_in_background: flush after the file is renamed into place, in a background thread, so
+            ``save_checkpoint`` returns as soon as the file is complete (default). The version it replaced
+            is kept as ``.<name>.previous`` until the flush is done; the next save or load, ``teardown`` and
+            the end of the process wait for it. ``False`` flushes before the rename, and the save returns
+            once the checkpoint is on the disk.
         weights_only: passed to ``torch.load``. Fabric checkpoints may hold arbitrary Python objects
             (the remainder of ``fabric.save``), so the default is ``False``: load only files you trust.
     """
 
-    def __init__(self, fsync: bool = True, weights_only: bool = False) -> None:
+    def __init__(self, fsync: bool = True, fsync_in_background: bool = True, weights_only: bool = False) -> None:
+        for name, value in (
+            ("fsync", fsync),
+            ("fsync_in_background", fsync_in_background),
+            ("weights_only", weights_only),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"TorchCheckpointIO({name}={value!r}): expected True or False.")
         self.fsync = fsync
+        self.fsync_in_background = fsync_in_background
         self.weights_only = weights_only
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
@@ -119,9 +277,10 @@ class TorchCheckpointIO(CheckpointIO):
                 f"TorchCheckpointIO.save_checkpoint takes no storage_options (got {storage_options!r}); "
                 "write a CheckpointIO subclass to support them."
             )
-        atomic_torch_save(checkpoint, path, fsync=self.fsync)
+        atomic_torch_save(checkpoint, path, fsync=self.fsync, background=self.fsync_in_background)
 
     def load_checkpoint(self, path: str | Path, map_location: Any | None = None) -> dict[str, Any]:
+        wait_for_checkpoint_flushes()
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Checkpoint file not found: '{path}'. Check the path, or save one first.")
@@ -151,17 +310,38 @@ class TorchCheckpointIO(CheckpointIO):
 
     @staticmethod
     def _corrupt(path: Path, err: BaseException) -> RuntimeError:
+        previous = previous_version_path(path)
+        if previous.is_file():
+            advice = (
+                f"The version it replaced is at '{previous}': the machine probably stopped while the new file was "
+                "still being flushed to the disk. Load that one (or copy it back over the damaged file)."
+            )
+        else:
+            advice = (
+                "Restore it from a copy or load an earlier checkpoint; fabric.save() writes atomically, so a file "
+                "it wrote is only damaged by changes made after the save (or by a power loss while it was flushed)."
+            )
         return RuntimeError(
-            f"Checkpoint '{path}' is corrupt or truncated and cannot be loaded ({type(err).__name__}: {err}). "
-            "Restore it from a copy or load an earlier checkpoint; fabric.save() writes atomically, so a file "
-            "it wrote is only damaged by changes made after the save."
+            f"Checkpoint '{path}' is corrupt or truncated and cannot be loaded ({type(err).__name__}: {err}). {advice}"
         )
 
     def remove_checkpoint(self, path: str | Path) -> None:
+        wait_for_checkpoint_flushes()
         path = Path(path)
+        previous_version_path(path).unlink(missing_ok=True)
         if path.is_dir():
             import shutil
 
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+    def teardown(self) -> None:
+        """Wait until every checkpoint saved in the background is on the disk."""
+        wait_for_checkpoint_flushes()
+
+    def __repr__(self) -> str:
+        return (
+            f"TorchCheckpointIO(fsync={self.fsync}, fsync_in_background={self.fsync_in_background}, "
+            f"weights_only={self.weights_only})"
+        )
