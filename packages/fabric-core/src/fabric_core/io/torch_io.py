@@ -4,8 +4,8 @@ A save writes a temporary file in the target's directory and renames it over the
 complete, so a reader (or a crash at any moment) sees the previous checkpoint or the whole new one.
 Flushing the file to the disk (``fsync``) costs as much again as writing it on most disks; by default
 it runs in a background thread after the rename, while the next training steps run, and everything
-that could observe a missing flush waits for it first: the next save or load, ``remove_checkpoint``,
-``teardown`` and the end of the process. Until the flush is done, the version it replaced is kept
+that depends on the flush waits for it first: the next save, ``remove_checkpoint``, ``teardown`` and
+the end of the process. Until the flush is done, the version it replaced is kept
 beside it as ``.<name>.previous`` (a hard link, no copy), so even a power loss in that window leaves a
 complete checkpoint on the disk.
 """
@@ -67,6 +67,12 @@ class _PendingFlush:
     def start(self) -> None:
         self._thread.start()
 
+    def run_here(self) -> None:
+        """Flush in the calling thread and raise what fails."""
+        self._run()
+        if self.error is not None:
+            raise RuntimeError(self.message()) from self.error
+
     def _run(self) -> None:
         try:
             try:
@@ -104,8 +110,9 @@ def wait_for_checkpoint_flushes() -> None:
     """Block until every checkpoint this process saved with a background flush is on the disk.
 
     Raises ``RuntimeError`` naming the checkpoint if a flush failed (each failure is raised once).
-    ``TorchCheckpointIO`` calls this before every save and load, in ``remove_checkpoint`` and in
-    ``teardown``; the interpreter waits at exit too.
+    ``TorchCheckpointIO`` calls this before every save, in ``remove_checkpoint`` and in ``teardown``;
+    the interpreter waits at exit too. Loading does not wait: the file is complete before the save
+    returns.
     """
     with _pending_lock:
         pending = list(_pending)
@@ -159,7 +166,12 @@ def _flush_in_background(fd: int, path: Path, previous: Path | None) -> None:
             atexit.register(_report_unflushed_at_exit)
             _exit_hook_installed = True
         _pending.append(flush)
-    flush.start()
+    try:
+        flush.start()
+    except RuntimeError:  # no new thread to be had (e.g. at interpreter shutdown): flush right here
+        with _pending_lock:
+            _pending.remove(flush)
+        flush.run_here()
 
 
 def _keep_previous(path: Path) -> Path | None:
@@ -252,8 +264,8 @@ class TorchCheckpointIO(CheckpointIO):
             loss. Off, the write stays atomic against a crash of the process, not against a power loss.
         fsync_in_background: flush after the file is renamed into place, in a background thread, so
             ``save_checkpoint`` returns as soon as the file is complete (default). The version it replaced
-            is kept as ``.<name>.previous`` until the flush is done; the next save or load, ``teardown`` and
-            the end of the process wait for it. ``False`` flushes before the rename, and the save returns
+            is kept as ``.<name>.previous`` until the flush is done; the next save, ``teardown`` and the end
+            of the process wait for it. ``False`` flushes before the rename, and the save returns
             once the checkpoint is on the disk.
         weights_only: passed to ``torch.load``. Fabric checkpoints may hold arbitrary Python objects
             (the remainder of ``fabric.save``), so the default is ``False``: load only files you trust.
@@ -280,7 +292,8 @@ class TorchCheckpointIO(CheckpointIO):
         atomic_torch_save(checkpoint, path, fsync=self.fsync, background=self.fsync_in_background)
 
     def load_checkpoint(self, path: str | Path, map_location: Any | None = None) -> dict[str, Any]:
-        wait_for_checkpoint_flushes()
+        # No wait for a flush in progress: the file was complete and in place before save returned, and
+        # reading it does not need it on the disk.
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Checkpoint file not found: '{path}'. Check the path, or save one first.")
