@@ -230,12 +230,18 @@ def rotated(names: list[str], round_index: int) -> list[str]:
 
 
 def alternate(
-    names: list[str], rounds: int, warmup: int, once: Callable[[str], Any], errors: dict[str, str]
+    names: list[str],
+    rounds: int,
+    warmup: int,
+    once: Callable[..., Any],
+    errors: dict[str, str],
+    pass_index: bool = False,
 ) -> dict[str, list[Any]]:
     """Call ``once(name)`` for every name, one at a time, ``warmup + rounds`` rounds in rotated order.
 
-    Returns the values of the measured rounds by name. A name whose call raises BenchError is recorded
-    in ``errors`` and left out of later rounds.
+    With ``pass_index`` the call is ``once(name, index)``, ``index`` counting the rounds from 0 (warm-up
+    included). Returns the values of the measured rounds by name. A name whose call raises BenchError is
+    recorded in ``errors`` and left out of later rounds.
     """
     samples: dict[str, list[Any]] = {name: [] for name in names}
     for index in range(warmup + rounds):
@@ -243,13 +249,18 @@ def alternate(
             if name in errors:
                 continue
             try:
-                value = once(name)
+                value = once(name, index) if pass_index else once(name)
             except BenchError as err:
                 errors[name] = str(err)
                 continue
             if index >= warmup:
                 samples[name].append(value)
     return samples
+
+
+def best_of_groups(values: list[float], size: int) -> list[float]:
+    """The smallest value of each run of ``size`` consecutive values (a last, shorter run included)."""
+    return [min(values[start : start + size]) for start in range(0, len(values), size)]
 
 
 # -- statistics and tables -------------------------------------------------------------------------

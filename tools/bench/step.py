@@ -19,7 +19,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tools.bench.common import BenchError, Context, Target, alternate, clean_env, close_all, start_workers, table
+from tools.bench.common import (
+    BenchError,
+    Context,
+    Target,
+    alternate,
+    best_of_groups,
+    clean_env,
+    close_all,
+    start_workers,
+    table,
+)
 
 PRECISIONS = ("32-true", "bf16-mixed")
 MODELS = {
@@ -28,6 +38,8 @@ MODELS = {
 }
 CHUNK_S = 0.1  # raw PyTorch time of one measured chunk (quick: QUICK_CHUNK_S); at least MIN_STEPS steps
 QUICK_CHUNK_S = 0.01
+REPLICAS = 4  # copies of each model per worker (model, batch, optimizer): round r uses copy r % REPLICAS
+PARTS = 5  # a round is this many passes over the candidates, each running a part of the chunk; the best part counts
 PROBE_STEPS = 50
 MIN_STEPS = 2
 TARGET = Target(on="ratio", op="<=", limit=1.03, text="<= 1.03x raw")
@@ -130,14 +142,19 @@ def make_task(candidate: str, config: dict) -> Callable[[dict], dict]:
     device = torch.device(config["device"])
     steps = {}
     for name, spec in config["models"].items():
-        model, x, y = build(name, spec, device)
-        steps[name] = training_step(candidate, config["precision"], device, model, x, y)
+        # Several copies: where one copy's tensors land in memory can make its steps a few percent
+        # faster or slower than another's; the driver rotates through them round by round.
+        steps[name] = [
+            training_step(candidate, config["precision"], device, *build(name, spec, device))
+            for _ in range(config.get("replicas", 1))
+        ]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     gc.collect()
     gc.freeze()  # what exists now is never collected again: the gc.collect() before each chunk stays cheap
 
     def chunk(message: dict) -> dict:
-        step, n = steps[message["model"]], message["steps"]
+        replicas, n = steps[message["model"]], message["steps"]
+        step = replicas[message.get("replica", 0) % len(replicas)]
         gc.collect()
         sync()
         start = time.perf_counter()
@@ -164,9 +181,10 @@ def measure(
     id_prefix: str,
     title_prefix: str,
     target: Target | None,
+    replicas: int = 1,
 ) -> list[dict]:
     """Alternate chunks of training steps between the candidates' workers; one table per model."""
-    config = {"precision": precision, "device": device, "threads": ctx.threads, "models": models}
+    config = {"precision": precision, "device": device, "threads": ctx.threads, "models": models, "replicas": replicas}
     started: dict[str, str] = {}
     ctx.log(f"{id_prefix} {precision}: starting workers for {', '.join(ctx.candidates)}")
     workers = start_workers("step", ctx.candidates, config, clean_env(ctx.threads), START_TIMEOUT_S, started)
@@ -182,13 +200,23 @@ def measure(
                     steps = max(MIN_STEPS, round(chunk_s / (probe["seconds"] / steps)))
                 except BenchError as err:
                     errors["raw"] = str(err)
+            # A round runs the chunk as `parts` passes over the candidates (rotated order), each candidate
+            # running one part per pass, so that a slow spell of the machine lands on all of them alike.
+            parts = min(PARTS, steps)
+            part_steps = -(-steps // parts)
 
-            def once(name: str, model: str = model, steps: int = steps) -> float:
-                reply = workers[name].ask({"cmd": "chunk", "model": model, "steps": steps}, CHUNK_TIMEOUT_S)
-                return reply["seconds"] / steps * 1e6
+            def once(
+                name: str, index: int, model: str = model, part_steps: int = part_steps, parts: int = parts
+            ) -> float:
+                # Every pass of a round uses the same copy of the model; the next round, the next copy.
+                message = {"cmd": "chunk", "model": model, "steps": part_steps, "replica": index // parts}
+                return workers[name].ask(message, CHUNK_TIMEOUT_S)["seconds"] / part_steps * 1e6
 
-            ctx.log(f"{id_prefix} {precision} {model}: {warmup} warm-up + {rounds} rounds of {steps} steps")
-            samples = alternate(list(workers), rounds, warmup, once, errors)
+            ctx.log(
+                f"{id_prefix} {precision} {model}: {warmup} warm-up + {rounds} rounds of {parts} x {part_steps} steps"
+            )
+            by_part = alternate(list(workers), rounds * parts, warmup * parts, once, errors, pass_index=True)
+            samples = {name: best_of_groups(values, parts) for name, values in by_part.items()}
             tables.append(
                 table(
                     ctx,
@@ -199,13 +227,21 @@ def measure(
                     errors=errors,
                     ratio="cand/raw",
                     target=target,
-                    about="Median time per training step; ratio = candidate / raw PyTorch of the same round.",
+                    about=(
+                        f"Time per training step: a round is {parts} passes over the candidates, each running "
+                        f"{part_steps} steps per pass, and a candidate's fastest pass counts (interruptions only "
+                        f"ever add time); each worker holds {replicas} copies of the model and uses the next one "
+                        "each round; median, min and max over the rounds; ratio = candidate / raw PyTorch of the "
+                        "same round."
+                    ),
                     params={
                         "precision": precision,
                         "device": device,
                         "rounds": rounds,
                         "warmup_rounds": warmup,
-                        "steps_per_chunk": steps,
+                        "passes_per_round": parts,
+                        "model_copies": replicas,
+                        "steps_per_pass": part_steps,
                         "threads": ctx.threads,
                         "model": model,
                         **spec,
@@ -232,5 +268,6 @@ def run(ctx: Context) -> list[dict]:
             id_prefix="step",
             title_prefix="Training step",
             target=TARGET,
+            replicas=1 if ctx.quick else REPLICAS,
         )
     return tables
