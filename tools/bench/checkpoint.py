@@ -101,7 +101,7 @@ def _remove(path: Path) -> None:
 
 def run(ctx: Context) -> list[dict]:
     spec = QUICK if ctx.quick else FULL
-    rounds, warmup = ctx.rounds_for(7, 2), (0 if ctx.quick else 1)
+    rounds, warmup = ctx.rounds_for(10, 2), (0 if ctx.quick else 1)
     repeats = 1 if ctx.quick else REPEATS
     size_mb = spec["layers"] * spec["width"] ** 2 * 4 / 1e6
     errors: dict[str, str] = {}

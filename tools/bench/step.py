@@ -38,8 +38,8 @@ MODELS = {
 }
 CHUNK_S = 0.1  # raw PyTorch time of one measured chunk (quick: QUICK_CHUNK_S); at least MIN_STEPS steps
 QUICK_CHUNK_S = 0.01
-REPLICAS = 4  # copies of each model per worker (model, batch, optimizer): round r uses copy r % REPLICAS
-PARTS = 5  # a round is this many passes over the candidates, each running a part of the chunk; the best part counts
+REPLICAS = 20  # copies of each model per worker (model, batch, optimizer); pass i of the run uses copy i % REPLICAS
+PARTS = 10  # a round is this many passes over the candidates, each running a part of the chunk; the best part counts
 PROBE_STEPS = 50
 MIN_STEPS = 2
 TARGET = Target(on="ratio", op="<=", limit=1.03, text="<= 1.03x raw")
@@ -208,8 +208,9 @@ def measure(
             def once(
                 name: str, index: int, model: str = model, part_steps: int = part_steps, parts: int = parts
             ) -> float:
-                # Every pass of a round uses the same copy of the model; the next round, the next copy.
-                message = {"cmd": "chunk", "model": model, "steps": part_steps, "replica": index // parts}
+                # Each pass runs on the next copy of the model, so a round's best pass and the median over the
+                # rounds do not hang on where one copy's tensors happened to land in memory.
+                message = {"cmd": "chunk", "model": model, "steps": part_steps, "replica": index}
                 return workers[name].ask(message, CHUNK_TIMEOUT_S)["seconds"] / part_steps * 1e6
 
             ctx.log(
@@ -230,9 +231,9 @@ def measure(
                     about=(
                         f"Time per training step: a round is {parts} passes over the candidates, each running "
                         f"{part_steps} steps per pass, and a candidate's fastest pass counts (interruptions only "
-                        f"ever add time); each worker holds {replicas} copies of the model and uses the next one "
-                        "each round; median, min and max over the rounds; ratio = candidate / raw PyTorch of the "
-                        "same round."
+                        f"ever add time); each worker holds {replicas} copies of the model and each pass runs on the "
+                        "next one; median, min and max over the rounds; ratio = candidate / raw PyTorch of the same "
+                        "round."
                     ),
                     params={
                         "precision": precision,
@@ -254,7 +255,7 @@ def measure(
 
 
 def run(ctx: Context) -> list[dict]:
-    rounds, warmup = ctx.rounds_for(40, 2), (0 if ctx.quick else 2)
+    rounds, warmup = ctx.rounds_for(60, 2), (0 if ctx.quick else 2)
     tables = []
     for precision in PRECISIONS:
         tables += measure(
