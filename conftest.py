@@ -71,12 +71,15 @@ def free_port() -> int:
 
 @pytest.fixture
 def without_plugins(monkeypatch):
-    """Call with plugin names to run the test as if those packages were not installed."""
-    from fabric_core.plugins import reset
+    """Call with plugin (entry point) names to run the test as if those packages were not installed."""
+    from fabric_core.plugins import manager, reset
 
-    def disable(*names: str) -> None:
-        monkeypatch.setenv("FABRIC_DISABLE_PLUGINS", ",".join(names))
+    real_entry_points = manager._entry_points
+
+    def hide(*names: str) -> None:
+        hidden = set(names)
+        monkeypatch.setattr(manager, "_entry_points", lambda: [p for p in real_entry_points() if p[0] not in hidden])
         reset()
 
-    yield disable
+    yield hide
     reset()

@@ -495,15 +495,29 @@ def test_unknown_name_suggests_the_closest_name() -> None:
     ("kind", "name", "extra"),
     [("strategies", "fsdp", "fsdp"), ("accelerators", "cuda", "cuda"), ("loggers", "csv", "loggers")],
 )
-def test_first_party_name_not_installed_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch, kind: str, name: str, extra: str
-) -> None:
-    # Disabled, in case the sibling package is installed in this environment.
-    monkeypatch.setenv(manager.DISABLE_ENV, f"fabric-{extra}")
+def test_first_party_name_not_installed_says_what_to_install(without_plugins, kind: str, name: str, extra: str) -> None:
+    without_plugins(extra)  # hidden, in case the sibling package is installed in this environment
     with pytest.raises(ValueError) as info:
         get_registries()[kind].get(name)
     assert f"is provided by fabric-{extra}" in str(info.value)
     assert f'pip install "fabric-core[{extra}]"' in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "extra"),
+    [("strategies", "fsdp", "fsdp"), ("accelerators", "cuda", "cuda"), ("loggers", "csv", "loggers")],
+)
+def test_first_party_name_disabled_says_which_setting_disabled_it(
+    site: Site, monkeypatch: pytest.MonkeyPatch, kind: str, name: str, extra: str
+) -> None:
+    # Installed (here: faked, whether or not the real package is there) but disabled: no pip hint.
+    site.add_distribution(f"fabric-{extra}", "9.9", {extra: "never_imported_plugin"})
+    monkeypatch.setenv(manager.DISABLE_ENV, f"fabric-{extra}")
+    with pytest.raises(ValueError) as info:
+        get_registries()[kind].get(name)
+    message = str(info.value)
+    assert f"fabric-{extra}, which is installed but disabled by {manager.DISABLE_ENV}=fabric-{extra}" in message
+    assert "pip install" not in message
 
 
 # -- `fabric plugins` ----------------------------------------------------------------------------------

@@ -151,6 +151,23 @@ def test_first_party_precision_not_installed_says_what_to_install():
         Fabric(accelerator="cpu", precision="transformer-engine")
 
 
+def test_first_party_strategy_installed_but_disabled_says_how_to_enable_it(monkeypatch):
+    from fabric_core.plugins import reset
+
+    monkeypatch.setenv("FABRIC_DISABLE_PLUGINS", "fsdp")
+    reset()
+    try:
+        with pytest.raises(
+            ValueError,
+            match=r"strategy 'fsdp' is provided by fabric-fsdp, which is installed but disabled by "
+            r"FABRIC_DISABLE_PLUGINS=fsdp: take 'fsdp'",
+        ):
+            Fabric(accelerator="cpu", strategy="fsdp")
+    finally:
+        monkeypatch.delenv("FABRIC_DISABLE_PLUGINS")
+        reset()
+
+
 def test_first_party_strategy_not_installed_says_what_to_install(without_plugins):
     without_plugins("fsdp")
     with pytest.raises(

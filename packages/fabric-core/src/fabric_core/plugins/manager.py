@@ -201,6 +201,8 @@ def discover() -> Registries:
         is_core = module_name == CORE_MODULE
         if not is_core and (name in disabled or distribution in disabled):
             info.disabled = True
+            for registry in registries.values():
+                registry.record_disabled(distribution, f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')}")
             continue
         try:
             module = importlib.import_module(module_name.partition(":")[0])

@@ -159,6 +159,7 @@ class Registry:
         self._conflicts: dict[str, list[Entry]] = {}
         self._candidates: dict[str, list[Entry]] = {}  # every registration of each name
         self._failures: dict[str, str] = {}  # distribution -> error, for first-party hints
+        self._disabled: dict[str, str] = {}  # distribution -> the setting that disabled it
 
     @property
     def label(self) -> str:
@@ -193,6 +194,9 @@ class Registry:
 
     def record_failure(self, distribution: str, error: str) -> None:
         self._failures[distribution] = error
+
+    def record_disabled(self, distribution: str, setting: str) -> None:
+        self._disabled[distribution] = setting
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries or name in self._conflicts
@@ -234,6 +238,12 @@ class Registry:
         extra = FIRST_PARTY.get(self.kind, {}).get(name)
         if extra is not None:
             distribution = f"fabric-{extra}"
+            setting = self._disabled.get(distribution)
+            if setting is not None:
+                return ValueError(
+                    f"{self.label} '{name}' is provided by {distribution}, which is installed but disabled by "
+                    f"{setting}: take '{extra}' (or '{distribution}') out of that variable to use it."
+                )
             failure = self._failures.get(distribution)
             if failure is not None:
                 return ValueError(
