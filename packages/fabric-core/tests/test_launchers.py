@@ -260,7 +260,60 @@ def test_subprocess_script_launcher_rejects_bad_counts(name, value):
         SubprocessScriptLauncher(LocalEnvironment(), **kwargs)
 
 
-def test_script_command_reruns_a_script_by_absolute_path(monkeypatch, tmp_path):
+@pytest.fixture
+def plain_interpreter(monkeypatch):
+    """The interpreter as if started with no options at all."""
+    monkeypatch.setattr(subprocess_script, "interpreter_options", lambda: [])
+
+
+def _flags(**changes):
+    names = ["isolated", "ignore_environment", "no_user_site", "safe_path", "optimize", "bytes_warning"]
+    return types.SimpleNamespace(**{name: 0 for name in names} | changes)
+
+
+def test_interpreter_options_pass_on_warnings_x_options_and_flags(monkeypatch):
+    monkeypatch.setattr(sys, "flags", _flags(optimize=2, bytes_warning=1, no_user_site=1))
+    monkeypatch.setattr(sys, "warnoptions", ["error::DeprecationWarning"])
+    monkeypatch.setattr(sys, "_xoptions", {"faulthandler": True, "utf8": "1"})
+    assert subprocess_script.interpreter_options() == [
+        "-s",
+        "-OO",
+        "-b",
+        "-W",
+        "error::DeprecationWarning",
+        "-X",
+        "faulthandler",
+        "-X",
+        "utf8=1",
+    ]
+
+
+def test_interpreter_options_in_isolated_mode_say_only_dash_i(monkeypatch):
+    monkeypatch.setattr(sys, "flags", _flags(isolated=1, ignore_environment=1, no_user_site=1, safe_path=True))
+    monkeypatch.setattr(sys, "warnoptions", [])
+    monkeypatch.setattr(sys, "_xoptions", {})
+    assert subprocess_script.interpreter_options() == ["-I"]
+
+
+def test_rerun_ranks_run_under_the_same_interpreter_options(tmp_path, free_port):
+    script = tmp_path / "show_options.py"
+    script.write_text(
+        "import sys\n"
+        "from fabric_core import Fabric\n"
+        "fabric = Fabric(accelerator='cpu', devices=2, strategy='ddp')\n"
+        "fabric.launch()\n"
+        "print(f'rank {fabric.global_rank}', sorted(sys._xoptions), sys.warnoptions, sys.flags.optimize, flush=True)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    env["MASTER_PORT"] = str(free_port)
+    command = [sys.executable, "-X", "faulthandler", "-W", "ignore::ResourceWarning", "-O", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    for rank in (0, 1):
+        assert f"rank {rank} ['faulthandler'] ['ignore::ResourceWarning'] 1" in result.stdout, result.stdout
+
+
+def test_script_command_reruns_a_script_by_absolute_path(monkeypatch, tmp_path, plain_interpreter):
     script = tmp_path / "train.py"
     script.write_text("")
     monkeypatch.chdir(tmp_path)
@@ -270,7 +323,7 @@ def test_script_command_reruns_a_script_by_absolute_path(monkeypatch, tmp_path):
     assert subprocess_script.script_command() == [sys.executable, str(script), "--epochs", "3"]
 
 
-def test_script_command_reruns_a_module_with_dash_m(monkeypatch):
+def test_script_command_reruns_a_module_with_dash_m(monkeypatch, plain_interpreter):
     main = types.ModuleType("__main__")
     main.__spec__ = types.SimpleNamespace(name="mypackage.__main__")
     monkeypatch.setitem(sys.modules, "__main__", main)

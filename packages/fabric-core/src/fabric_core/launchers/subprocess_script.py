@@ -129,8 +129,37 @@ class SubprocessScriptLauncher(Launcher):
         return env
 
 
+def interpreter_options() -> list[str]:
+    """The command-line options of this interpreter (``-O``, ``-W ...``, ``-X ...``, ``-I``, ...) to pass on.
+
+    A rank started again must run under the same interpreter settings: warnings turned into errors,
+    ``-X faulthandler``, ``-O``.
+    """
+    flags = sys.flags
+    options: list[str] = []
+    if flags.isolated:
+        options.append("-I")
+    else:
+        if flags.ignore_environment:
+            options.append("-E")
+        if flags.no_user_site:
+            options.append("-s")
+        if getattr(flags, "safe_path", False):
+            options.append("-P")
+    if flags.optimize:
+        options.append("-" + "O" * flags.optimize)
+    if flags.bytes_warning:
+        options.append("-" + "b" * flags.bytes_warning)
+    for option in sys.warnoptions:
+        options += ["-W", option]
+    for name, value in getattr(sys, "_xoptions", {}).items():
+        options += ["-X", name if value is True else f"{name}={value}"]
+    return options
+
+
 def script_command() -> list[str]:
-    """The command line that runs this process's script (or ``-m`` module) again, with its arguments.
+    """The command line that runs this process's script (or ``-m`` module) again, with its arguments
+    and the interpreter's options.
 
     Raises:
         RuntimeError: The process was not started from a script file or module (``python -c``, an
@@ -141,7 +170,7 @@ def script_command() -> list[str]:
     if spec is not None and spec.name and spec.name != "__main__":
         # Started as ``python -m package``: the module's spec is set and ``sys.argv[0]`` is its file.
         name = spec.name.removesuffix(".__main__")
-        return [sys.executable, "-m", name, *sys.argv[1:]]
+        return [sys.executable, *interpreter_options(), "-m", name, *sys.argv[1:]]
     script = sys.argv[0] if sys.argv else ""
     if not script or script == "-c" or not os.path.isfile(script):
         raise RuntimeError(
@@ -149,7 +178,7 @@ def script_command() -> list[str]:
             f"script file (sys.argv[0]={script!r}). Run it as 'python your_script.py', or use a launcher "
             "that does not re-run the script: strategy='ddp_spawn' (or 'ddp_notebook' in a notebook)."
         )
-    return [sys.executable, os.path.abspath(script), *sys.argv[1:]]
+    return [sys.executable, *interpreter_options(), os.path.abspath(script), *sys.argv[1:]]
 
 
 def watch_parent(poll_interval: float = 1.0) -> None:
