@@ -205,21 +205,13 @@ class ShardedStrategy(DDPStrategy):
             return nullcontext()
         return _without_gradient_sync(sharded)
 
-    def clip_gradients_norm(
-        self,
-        module: Module,
-        optimizer: Optimizer,
-        max_norm: float,
-        norm_type: float = 2.0,
-        error_if_nonfinite: bool = True,
+    def clip_grad_norm(
+        self, parameters: list[Tensor], max_norm: float, norm_type: float, error_if_nonfinite: bool
     ) -> Tensor:
         """Clip by the total norm over every shard; returns that norm, a plain tensor equal on every rank."""
         from fabric_fsdp.clipping import clip_grad_norm
 
-        precision = self.precision
-        precision.unscale_gradients(optimizer)
-        error_if_nonfinite = error_if_nonfinite and not precision.skips_nonfinite_steps
-        return clip_grad_norm(precision.main_params(optimizer), max_norm, norm_type, error_if_nonfinite)
+        return clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)
 
     # -- checkpoints -------------------------------------------------------------------------------
 

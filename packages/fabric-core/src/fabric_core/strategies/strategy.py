@@ -259,9 +259,18 @@ class Strategy(ABC):
         """Clip gradients to a total ``norm_type`` norm of ``max_norm``; return the norm before clipping."""
         precision = self.precision
         precision.unscale_gradients(optimizer)
-        parameters = list(precision.main_params(optimizer))
         # With loss scaling, overflowing gradients are expected now and then: the step is skipped.
         error_if_nonfinite = error_if_nonfinite and not precision.skips_nonfinite_steps
+        return self.clip_grad_norm(list(precision.main_params(optimizer)), max_norm, norm_type, error_if_nonfinite)
+
+    def clip_grad_norm(
+        self, parameters: list[Tensor], max_norm: float, norm_type: float, error_if_nonfinite: bool
+    ) -> Tensor:
+        """Rescale the (unscaled) gradients of ``parameters`` to a total norm of at most ``max_norm``.
+
+        The part of :meth:`clip_gradients_norm` a strategy whose parameters are sharded overrides, to
+        compute the norm over every shard.
+        """
         return torch.nn.utils.clip_grad_norm_(
             parameters, max_norm=max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
         )
