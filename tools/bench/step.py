@@ -143,7 +143,7 @@ def make_task(candidate: str, config: dict) -> Callable[[dict], dict]:
     steps = {}
     for name, spec in config["models"].items():
         # Several copies: where one copy's tensors land in memory can make its steps a few percent
-        # faster or slower than another's; the driver rotates through them round by round.
+        # faster or slower than another's; the driver moves to the next copy with every pass.
         steps[name] = [
             training_step(candidate, config["precision"], device, *build(name, spec, device))
             for _ in range(config.get("replicas", 1))
@@ -205,9 +205,7 @@ def measure(
             parts = min(PARTS, steps)
             part_steps = -(-steps // parts)
 
-            def once(
-                name: str, index: int, model: str = model, part_steps: int = part_steps, parts: int = parts
-            ) -> float:
+            def once(name: str, index: int, model: str = model, part_steps: int = part_steps) -> float:
                 # Each pass runs on the next copy of the model, so a round's best pass and the median over the
                 # rounds do not hang on where one copy's tensors happened to land in memory.
                 message = {"cmd": "chunk", "model": model, "steps": part_steps, "replica": index}

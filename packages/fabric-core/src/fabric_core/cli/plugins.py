@@ -75,9 +75,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _kinds() -> list[str]:
-    from fabric_core.plugins.hookspecs import HOOKS
+    from fabric_core.plugins._hooks import KINDS
 
-    return list(dict.fromkeys(HOOKS.values()))
+    return list(KINDS)
 
 
 def _source(entry: Entry) -> dict[str, str]:

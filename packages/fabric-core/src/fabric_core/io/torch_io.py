@@ -42,9 +42,6 @@ def fsync_directory(directory: str | Path) -> None:
         os.close(fd)
 
 
-_fsync_directory = fsync_directory  # the name fabric-fsdp 0.1.0 imports
-
-
 def previous_version_path(path: str | Path) -> Path:
     """Where a save in progress keeps the version of ``path`` it replaced: ``.<name>.previous`` beside it."""
     path = Path(path)
@@ -103,7 +100,6 @@ class _PendingFlush:
 
 _pending: list[_PendingFlush] = []
 _pending_lock = threading.Lock()
-_exit_hook_installed = False
 
 
 def wait_for_checkpoint_flushes() -> None:
@@ -147,6 +143,9 @@ def _report_unflushed_at_exit() -> None:
         print(f"fabric_core: {err}", file=sys.stderr)
 
 
+atexit.register(_report_unflushed_at_exit)
+
+
 def _forget_pending_in_child() -> None:
     # A forked child inherits the list but not the threads; the parent still owns those flushes.
     global _pending_lock
@@ -159,12 +158,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def _flush_in_background(fd: int, path: Path, previous: Path | None) -> None:
-    global _exit_hook_installed
     flush = _PendingFlush(fd, path, previous)
     with _pending_lock:
-        if not _exit_hook_installed:
-            atexit.register(_report_unflushed_at_exit)
-            _exit_hook_installed = True
         _pending.append(flush)
     try:
         flush.start()

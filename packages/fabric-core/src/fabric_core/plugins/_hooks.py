@@ -24,6 +24,9 @@ HOOKS: dict[str, str] = {
     "fabric_register_cli_commands": "commands",
 }
 
+#: the registry kinds, in hook order
+KINDS: tuple[str, ...] = tuple(dict.fromkeys(HOOKS.values()))
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import FunctionType
 from typing import Any
 
-from fabric_core.plugins._hooks import HOOKS, PROJECT
+from fabric_core.plugins._hooks import HOOKS, KINDS, PROJECT
 from fabric_core.plugins.registry import Registry, ScopedRegistry
 
 ENTRY_POINT_GROUP = PROJECT
@@ -98,12 +98,12 @@ class Registries:
         self.plugins = plugins
 
     def __getitem__(self, kind: str) -> Registry:
-        if kind not in HOOKS.values():
-            raise KeyError(f"No registry of kind {kind!r}; kinds: {', '.join(dict.fromkeys(HOOKS.values()))}.")
+        if kind not in KINDS:
+            raise KeyError(f"No registry of kind {kind!r}; kinds: {', '.join(KINDS)}.")
         return getattr(self, kind)
 
     def __repr__(self) -> str:
-        counts = ", ".join(f"{kind}={len(getattr(self, kind))}" for kind in dict.fromkeys(HOOKS.values()))
+        counts = ", ".join(f"{kind}={len(getattr(self, kind))}" for kind in KINDS)
         return f"Registries({counts}, plugins={len(self.plugins)})"
 
 
@@ -191,8 +191,9 @@ def _hook_functions(module: Any) -> dict[str, Callable[..., Any]]:
 
 def discover() -> Registries:
     """Import every plugin module and call its hooks. Prefer :func:`get_registries`, which caches."""
-    registries = {kind: Registry(kind) for kind in dict.fromkeys(HOOKS.values())}
+    registries = {kind: Registry(kind) for kind in KINDS}
     disabled = _disabled()
+    disabled_by = f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')}"
     infos: list[PluginInfo] = []
     loaded: list[tuple[PluginInfo, dict[str, Callable[..., Any]]]] = []
     for name, module_name, distribution, version in _entry_points():
@@ -202,7 +203,7 @@ def discover() -> Registries:
         if not is_core and (name in disabled or distribution in disabled):
             info.disabled = True
             for registry in registries.values():
-                registry.record_disabled(distribution, f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')}")
+                registry.record_disabled(distribution, disabled_by)
             continue
         try:
             module = importlib.import_module(module_name.partition(":")[0])
