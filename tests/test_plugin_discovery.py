@@ -8,153 +8,15 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from fabric_core.cli import plugins as plugins_cli
 from fabric_core.plugins import manager
 from fabric_core.plugins.manager import PluginError, PluginLoadWarning, get_registries
-
-#: Classes and a command for fake plugins to point at; a module of its own so laziness is visible.
-TARGETS = """
-class FakeAccelerator: pass
-class FakeStrategy: pass
-class OtherStrategy: pass
-class FakePrecision: pass
-class FakeEnvironment: pass
-class FakeLogger: pass
-
-def hello(args):
-    print("hello from a plugin:", " ".join(args))
-    return 3
-"""
-
-#: One plugin registering a name of every kind, each a lazy "module:attr" target.
-EVERY_KIND = """
-from fabric_core.plugins import hookimpl
-
-@hookimpl
-def fabric_register_accelerators(registry):
-    registry.register("fake_accel", "fake_targets:FakeAccelerator")
-
-@hookimpl
-def fabric_register_strategies(registry):
-    registry.register("fake_strategy", "fake_targets:FakeStrategy", description="a fake strategy")
-
-@hookimpl
-def fabric_register_precisions(registry):
-    registry.register("fake-precision", "fake_targets:FakePrecision")
-
-@hookimpl
-def fabric_register_cluster_environments(registry):
-    registry.register("fake_env", "fake_targets:FakeEnvironment")
-
-@hookimpl
-def fabric_register_loggers(registry):
-    registry.register("fake_logger", "fake_targets:FakeLogger")
-
-@hookimpl
-def fabric_register_cli_commands(registry):
-    registry.register("hello", "fake_targets:hello", description="Say hello from a plugin")
-"""
-
-BROKEN_IMPORT = "import missing_dependency_of_the_plugin\n" + EVERY_KIND
-
-RAISING_HOOK = """
-from fabric_core.plugins import hookimpl
-
-@hookimpl
-def fabric_register_strategies(registry):
-    registry.register("half_done", "fake_targets:FakeStrategy")
-    raise RuntimeError("the hook broke halfway")
-"""
-
-
-def strategy_plugin(*names: str, target: str = "fake_targets:FakeStrategy", **options: object) -> str:
-    """The source of a plugin registering each of ``names`` as a strategy for ``target``."""
-    arguments = "".join(f", {key}={value!r}" for key, value in options.items())
-    calls = "".join(f"\n    registry.register({name!r}, {target!r}{arguments})" for name in names)
-    header = "from fabric_core.plugins import hookimpl\n\n@hookimpl\ndef fabric_register_strategies(registry):"
-    return f"{header}{calls}\n"
-
-
-class Site:
-    """A folder on ``sys.path`` that fake distributions are installed into."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.add_module("fake_targets", TARGETS)
-
-    def add_module(self, name: str, source: str) -> None:
-        (self.root / f"{name}.py").write_text(source)
-
-    def add_distribution(self, name: str, version: str, entry_points: dict[str, str]) -> None:
-        info = self.root / f"{name.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        lines = "".join(f"{entry} = {module}\n" for entry, module in entry_points.items())
-        (info / "entry_points.txt").write_text(f"[fabric]\n{lines}")
-        importlib.invalidate_caches()  # importlib.metadata caches directory listings
-
-    def add_plugin(self, distribution: str, source: str, version: str = "1.0", entry: str | None = None) -> str:
-        """Install ``distribution`` with one plugin module holding ``source``; returns the module name."""
-        module = distribution.replace("-", "_") + "_plugin"
-        self.add_module(module, source)
-        self.add_distribution(distribution, version, {entry or distribution.replace("-", "_"): module})
-        return module
-
-
-@pytest.fixture(autouse=True)
-def _fresh_discovery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test discovers anew, and the next one does not see this one's plugins."""
-    monkeypatch.delenv(manager.DISABLE_ENV, raising=False)
-    manager.reset()
-    yield
-    manager.reset()
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield Site(tmp_path)
-    # Forget the fake modules (every test reuses their names); modules imported from elsewhere stay,
-    # or classes defined twice would break isinstance checks in later tests.
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
-            del sys.modules[name]
-
-
-@pytest.fixture
-def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Broken plugins are skipped with a warning (the repository's conftest makes them errors)."""
-    monkeypatch.delenv(manager.STRICT_ENV, raising=False)
-
-
-def discover_leniently() -> manager.Registries:
-    with pytest.warns(PluginLoadWarning):
-        return get_registries()
-
-
-def info_of(registries: manager.Registries, distribution: str) -> manager.PluginInfo:
-    (info,) = [p for p in registries.plugins if p.distribution == distribution]
-    return info
-
-
-def run_fabric(site: Site, *args: str, strict: bool = False) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in (manager.STRICT_ENV, manager.DISABLE_ENV)}
-    if strict:
-        env[manager.STRICT_ENV] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site.root), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "fabric_core", *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
 
 # -- third-party names resolve -----------------------------------------------------------------------
 
@@ -169,15 +31,15 @@ KINDS = [
 
 
 @pytest.mark.parametrize(("kind", "name", "attribute"), KINDS)
-def test_third_party_name_resolves_to_its_target(site: Site, kind: str, name: str, attribute: str) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND, version="1.2.3")
+def test_third_party_name_resolves_to_its_target(site, kind: str, name: str, attribute: str) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND, version="1.2.3")
     target = get_registries()[kind].load(name)
     assert target is getattr(importlib.import_module("fake_targets"), attribute)
 
 
 @pytest.mark.parametrize(("kind", "name", "attribute"), KINDS)
-def test_third_party_entry_names_its_distribution_and_version(site: Site, kind: str, name: str, attribute: str) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND, version="1.2.3")
+def test_third_party_entry_names_its_distribution_and_version(site, kind: str, name: str, attribute: str) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND, version="1.2.3")
     entry = get_registries()[kind].get(name)
     assert (entry.distribution, entry.version, entry.plugin) == (
         "fake-everything",
@@ -186,21 +48,21 @@ def test_third_party_entry_names_its_distribution_and_version(site: Site, kind: 
     )
 
 
-def test_third_party_plugin_is_reported_with_its_names(site: Site) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND, version="1.2.3")
-    info = info_of(get_registries(), "fake-everything")
+def test_third_party_plugin_is_reported_with_its_names(site) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND, version="1.2.3")
+    info = site.info_of(get_registries(), "fake-everything")
     assert info.registered["strategies"] == ["fake_strategy"]
     assert info.registered["commands"] == ["hello"]
     assert (info.errors, info.disabled) == ([], False)
 
 
-def test_builtins_stay_available_beside_third_party_plugins(site: Site) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND)
+def test_builtins_stay_available_beside_third_party_plugins(site) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND)
     assert {"cpu", "fake_accel"} <= set(get_registries().accelerators.names())
 
 
-def test_lazy_target_is_imported_only_when_loaded(site: Site) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND)
+def test_lazy_target_is_imported_only_when_loaded(site) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND)
     entry = get_registries().strategies.get("fake_strategy")
     assert "fake_targets" not in sys.modules
     entry.load()
@@ -238,9 +100,9 @@ def test_discovery_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(calls) == 1
 
 
-def test_reset_makes_the_next_use_discover_again(site: Site) -> None:
+def test_reset_makes_the_next_use_discover_again(site) -> None:
     assert "late_strategy" not in get_registries().strategies
-    site.add_plugin("fake-late", strategy_plugin("late_strategy"))
+    site.add_plugin("fake-late", site.strategy_plugin("late_strategy"))
     manager.reset()
     assert "late_strategy" in get_registries().strategies
 
@@ -248,8 +110,8 @@ def test_reset_makes_the_next_use_discover_again(site: Site) -> None:
 # -- broken plugins ----------------------------------------------------------------------------------
 
 
-def test_plugin_failing_to_import_warns_with_distribution_version_and_error(site: Site, lenient: None) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT, version="0.9.1")
+def test_plugin_failing_to_import_warns_with_distribution_version_and_error(site, lenient: None) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT, version="0.9.1")
     with pytest.warns(PluginLoadWarning) as warned:
         get_registries()
     (message,) = [str(w.message) for w in warned if issubclass(w.category, PluginLoadWarning)]
@@ -257,47 +119,47 @@ def test_plugin_failing_to_import_warns_with_distribution_version_and_error(site
     assert "ModuleNotFoundError" in message and "missing_dependency_of_the_plugin" in message
 
 
-def test_plugin_failing_to_import_registers_nothing(site: Site, lenient: None) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT)
-    registries = discover_leniently()
+def test_plugin_failing_to_import_registers_nothing(site, lenient: None) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT)
+    registries = site.discover_leniently()
     assert "fake_strategy" not in registries.strategies
     assert "fake_accel" not in registries.accelerators
 
 
-def test_plugin_failing_to_import_leaves_other_plugins_working(site: Site, lenient: None) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT)
-    site.add_plugin("fake-good", strategy_plugin("good_strategy"))
-    registries = discover_leniently()
+def test_plugin_failing_to_import_leaves_other_plugins_working(site, lenient: None) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT)
+    site.add_plugin("fake-good", site.strategy_plugin("good_strategy"))
+    registries = site.discover_leniently()
     assert registries.strategies.load("good_strategy").__name__ == "FakeStrategy"
     assert registries.accelerators.get("cpu").distribution == "fabric-core"
 
 
-def test_plugin_failing_to_import_is_reported_as_failed(site: Site, lenient: None) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT)
-    (error,) = info_of(discover_leniently(), "fake-broken").errors
+def test_plugin_failing_to_import_is_reported_as_failed(site, lenient: None) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT)
+    (error,) = site.info_of(site.discover_leniently(), "fake-broken").errors
     assert "missing_dependency_of_the_plugin" in error
 
 
-def test_raising_hook_warns_with_distribution_version_and_error(site: Site, lenient: None) -> None:
-    site.add_plugin("fake-raising", RAISING_HOOK, version="2.0")
+def test_raising_hook_warns_with_distribution_version_and_error(site, lenient: None) -> None:
+    site.add_plugin("fake-raising", site.RAISING_HOOK, version="2.0")
     with pytest.warns(PluginLoadWarning, match=r"fake-raising 2\.0.*RuntimeError: the hook broke halfway"):
         get_registries()
 
 
-def test_raising_hook_adds_none_of_its_registrations(site: Site, lenient: None) -> None:
-    site.add_plugin("fake-raising", RAISING_HOOK)
-    assert "half_done" not in discover_leniently().strategies
+def test_raising_hook_adds_none_of_its_registrations(site, lenient: None) -> None:
+    site.add_plugin("fake-raising", site.RAISING_HOOK)
+    assert "half_done" not in site.discover_leniently().strategies
 
 
-def test_raising_hook_leaves_other_plugins_working(site: Site, lenient: None) -> None:
-    site.add_plugin("fake-raising", RAISING_HOOK)
-    site.add_plugin("fake-good", strategy_plugin("good_strategy"))
-    assert "good_strategy" in discover_leniently().strategies
+def test_raising_hook_leaves_other_plugins_working(site, lenient: None) -> None:
+    site.add_plugin("fake-raising", site.RAISING_HOOK)
+    site.add_plugin("fake-good", site.strategy_plugin("good_strategy"))
+    assert "good_strategy" in site.discover_leniently().strategies
 
 
-def test_plugin_whose_later_hook_raises_keeps_none_of_its_names(site: Site, lenient: None) -> None:
+def test_plugin_whose_later_hook_raises_keeps_none_of_its_names(site, lenient: None) -> None:
     # A skipped plugin is skipped whole: its accelerator may need the strategy that failed to register.
-    source = RAISING_HOOK + textwrap.dedent(
+    source = site.RAISING_HOOK + textwrap.dedent(
         """
         @hookimpl
         def fabric_register_accelerators(registry):
@@ -305,12 +167,12 @@ def test_plugin_whose_later_hook_raises_keeps_none_of_its_names(site: Site, leni
         """
     )
     site.add_plugin("fake-raising", source)
-    registries = discover_leniently()
+    registries = site.discover_leniently()
     assert "accel_of_a_broken_plugin" not in registries.accelerators
-    assert info_of(registries, "fake-raising").registered == {}
+    assert site.info_of(registries, "fake-raising").registered == {}
 
 
-def test_hookimpl_with_a_wrong_argument_name_is_that_plugins_failure(site: Site, lenient: None) -> None:
+def test_hookimpl_with_a_wrong_argument_name_is_that_plugins_failure(site, lenient: None) -> None:
     source = textwrap.dedent(
         """
         from fabric_core.plugins import hookimpl
@@ -321,14 +183,14 @@ def test_hookimpl_with_a_wrong_argument_name_is_that_plugins_failure(site: Site,
         """
     )
     site.add_plugin("fake-misnamed", source, version="0.1")
-    site.add_plugin("fake-good", strategy_plugin("good_strategy"))
+    site.add_plugin("fake-good", site.strategy_plugin("good_strategy"))
     with pytest.warns(PluginLoadWarning, match=r"fake-misnamed 0\.1.*reg"):
         registries = get_registries()
-    assert info_of(registries, "fake-misnamed").errors
+    assert site.info_of(registries, "fake-misnamed").errors
     assert "good_strategy" in registries.strategies
 
 
-def test_plugin_marked_with_pluggys_own_marker_is_found(site: Site) -> None:
+def test_plugin_marked_with_pluggys_own_marker_is_found(site) -> None:
     source = textwrap.dedent(
         """
         import pluggy
@@ -344,7 +206,7 @@ def test_plugin_marked_with_pluggys_own_marker_is_found(site: Site) -> None:
     assert "pluggy_marked" in get_registries().strategies
 
 
-def test_specname_names_the_hook_a_function_implements(site: Site) -> None:
+def test_specname_names_the_hook_a_function_implements(site) -> None:
     source = textwrap.dedent(
         """
         from fabric_core.plugins import hookimpl
@@ -366,37 +228,37 @@ def test_specname_names_the_hook_a_function_implements(site: Site) -> None:
         ("@hookimpl(specname='fabric_register_nothing')\ndef f(registry):", "fabric_register_nothing"),
     ],
 )
-def test_misused_hookimpl_is_that_plugins_failure(site: Site, lenient: None, decorator: str, message: str) -> None:
+def test_misused_hookimpl_is_that_plugins_failure(site, lenient: None, decorator: str, message: str) -> None:
     source = f"from fabric_core.plugins import hookimpl\n\n{decorator}\n    registry.register('never', 'm:X')\n"
     site.add_plugin("fake-misused", source, version="0.3")
-    site.add_plugin("fake-good", strategy_plugin("good_strategy"))
+    site.add_plugin("fake-good", site.strategy_plugin("good_strategy"))
     with pytest.warns(PluginLoadWarning, match=rf"fake-misused 0\.3.*{message}"):
         registries = get_registries()
     assert "never" not in registries.strategies
     assert "good_strategy" in registries.strategies
 
 
-def test_malformed_target_is_that_plugins_failure(site: Site, lenient: None) -> None:
+def test_malformed_target_is_that_plugins_failure(site, lenient: None) -> None:
     # Checked when the hook registers it, so one plugin's typo cannot break discovery for all.
-    site.add_plugin("fake-typo", strategy_plugin("typo", target="fake_targets.FakeStrategy"), version="0.2")
-    site.add_plugin("fake-good", strategy_plugin("good_strategy"))
+    site.add_plugin("fake-typo", site.strategy_plugin("typo", target="fake_targets.FakeStrategy"), version="0.2")
+    site.add_plugin("fake-good", site.strategy_plugin("good_strategy"))
     with pytest.warns(PluginLoadWarning, match=r"fake-typo 0\.2.*package\.module:attribute"):
         registries = get_registries()
     assert "typo" not in registries.strategies
     assert "good_strategy" in registries.strategies
 
 
-def test_strict_mode_raises_plugin_error_naming_the_distribution(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strict_mode_raises_plugin_error_naming_the_distribution(site, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(manager.STRICT_ENV, "1")
-    site.add_plugin("fake-broken", BROKEN_IMPORT, version="0.9.1")
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT, version="0.9.1")
     with pytest.raises(PluginError, match=r"fake-broken 0\.9\.1.*missing_dependency_of_the_plugin"):
         get_registries()
 
 
-def test_strict_mode_error_does_not_claim_the_plugin_was_skipped(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strict_mode_error_does_not_claim_the_plugin_was_skipped(site, monkeypatch: pytest.MonkeyPatch) -> None:
     # Under strict mode nothing was skipped, and the variable the message suggests is already set.
     monkeypatch.setenv(manager.STRICT_ENV, "1")
-    site.add_plugin("fake-broken", BROKEN_IMPORT)
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT)
     with pytest.raises(PluginError) as info:
         get_registries()
     assert "Skipping" not in str(info.value)
@@ -407,17 +269,17 @@ def test_strict_mode_error_does_not_claim_the_plugin_was_skipped(site: Site, mon
 
 
 @pytest.mark.parametrize("disable", ["broken_entry", "fake-broken"], ids=["entry point", "distribution"])
-def test_disabled_plugin_is_not_imported(site: Site, monkeypatch: pytest.MonkeyPatch, disable: str) -> None:
+def test_disabled_plugin_is_not_imported(site, monkeypatch: pytest.MonkeyPatch, disable: str) -> None:
     # Strict mode stays on: a disabled plugin is never imported, so it cannot fail.
-    module = site.add_plugin("fake-broken", BROKEN_IMPORT, entry="broken_entry")
+    module = site.add_plugin("fake-broken", site.BROKEN_IMPORT, entry="broken_entry")
     monkeypatch.setenv(manager.DISABLE_ENV, f"something_else, {disable}")
     registries = get_registries()
     assert module not in sys.modules
-    assert info_of(registries, "fake-broken").disabled
+    assert site.info_of(registries, "fake-broken").disabled
 
 
-def test_disabled_plugin_registers_nothing(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND)
+def test_disabled_plugin_registers_nothing(site, monkeypatch: pytest.MonkeyPatch) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND)
     monkeypatch.setenv(manager.DISABLE_ENV, "fake-everything")
     assert "fake_strategy" not in get_registries().strategies
 
@@ -425,26 +287,26 @@ def test_disabled_plugin_registers_nothing(site: Site, monkeypatch: pytest.Monke
 # -- collisions and overrides ------------------------------------------------------------------------
 
 
-def test_name_from_two_distributions_raises_naming_both(site: Site) -> None:
-    site.add_plugin("fake-alpha", strategy_plugin("shared"), version="1.0")
-    site.add_plugin("fake-beta", strategy_plugin("shared", target="fake_targets:OtherStrategy"), version="2.0")
+def test_name_from_two_distributions_raises_naming_both(site) -> None:
+    site.add_plugin("fake-alpha", site.strategy_plugin("shared"), version="1.0")
+    site.add_plugin("fake-beta", site.strategy_plugin("shared", target="fake_targets:OtherStrategy"), version="2.0")
     with pytest.raises(ValueError, match="shared") as info:
         get_registries().strategies.get("shared")
     assert "fake-alpha 1.0" in str(info.value) and "fake-beta 2.0" in str(info.value)
     assert "override=True" in str(info.value)
 
 
-def test_name_collision_leaves_other_names_working(site: Site) -> None:
-    site.add_plugin("fake-alpha", strategy_plugin("shared", "alpha_only"))
-    site.add_plugin("fake-beta", strategy_plugin("shared"))
+def test_name_collision_leaves_other_names_working(site) -> None:
+    site.add_plugin("fake-alpha", site.strategy_plugin("shared", "alpha_only"))
+    site.add_plugin("fake-beta", site.strategy_plugin("shared"))
     registries = get_registries()
     assert registries.strategies.get("alpha_only").distribution == "fake-alpha"
     assert registries.strategies.get("ddp").distribution == "fabric-core"
 
 
-def test_name_collision_is_listed_in_conflicts(site: Site) -> None:
-    site.add_plugin("fake-alpha", strategy_plugin("shared"))
-    site.add_plugin("fake-beta", strategy_plugin("shared"))
+def test_name_collision_is_listed_in_conflicts(site) -> None:
+    site.add_plugin("fake-alpha", site.strategy_plugin("shared"))
+    site.add_plugin("fake-beta", site.strategy_plugin("shared"))
     conflict = get_registries().strategies.conflicts["shared"]
     assert sorted(entry.distribution for entry in conflict) == ["fake-alpha", "fake-beta"]
 
@@ -454,27 +316,29 @@ def test_name_collision_is_listed_in_conflicts(site: Site) -> None:
     [("fake-aaa-override", "fake-zzz-plain"), ("fake-zzz-override", "fake-aaa-plain")],
     ids=["override loads first", "override loads last"],
 )
-def test_override_wins_whatever_the_load_order(site: Site, override_distribution: str, plain_distribution: str) -> None:
+def test_override_wins_whatever_the_load_order(site, override_distribution: str, plain_distribution: str) -> None:
     site.add_plugin(
-        override_distribution, strategy_plugin("shared", target="fake_targets:OtherStrategy", override=True)
+        override_distribution, site.strategy_plugin("shared", target="fake_targets:OtherStrategy", override=True)
     )
-    site.add_plugin(plain_distribution, strategy_plugin("shared"))
+    site.add_plugin(plain_distribution, site.strategy_plugin("shared"))
     entry = get_registries().strategies.get("shared")
     assert (entry.distribution, entry.target) == (override_distribution, "fake_targets:OtherStrategy")
 
 
 @pytest.mark.parametrize("position", ["first", "middle", "last"])
-def test_override_wins_over_two_plain_registrations_in_any_position(site: Site, position: str) -> None:
+def test_override_wins_over_two_plain_registrations_in_any_position(site, position: str) -> None:
     # Distributions load in name order; the override's name puts it first, between or after the others.
     prefix = {"first": "fake-a", "middle": "fake-m", "last": "fake-z"}[position]
-    site.add_plugin("fake-b-plain", strategy_plugin("shared"))
-    site.add_plugin("fake-y-plain", strategy_plugin("shared"))
-    site.add_plugin(f"{prefix}-override", strategy_plugin("shared", target="fake_targets:OtherStrategy", override=True))
+    site.add_plugin("fake-b-plain", site.strategy_plugin("shared"))
+    site.add_plugin("fake-y-plain", site.strategy_plugin("shared"))
+    site.add_plugin(
+        f"{prefix}-override", site.strategy_plugin("shared", target="fake_targets:OtherStrategy", override=True)
+    )
     assert get_registries().strategies.get("shared").distribution == f"{prefix}-override"
 
 
-def test_override_of_a_builtin_name_wins(site: Site) -> None:
-    site.add_plugin("fake-ddp", strategy_plugin("ddp", target="fake_targets:OtherStrategy", override=True))
+def test_override_of_a_builtin_name_wins(site) -> None:
+    site.add_plugin("fake-ddp", site.strategy_plugin("ddp", target="fake_targets:OtherStrategy", override=True))
     assert get_registries().strategies.get("ddp").distribution == "fake-ddp"
 
 
@@ -508,7 +372,7 @@ def test_first_party_name_not_installed_says_what_to_install(without_plugins, ki
     [("strategies", "fsdp", "fsdp"), ("accelerators", "cuda", "cuda"), ("loggers", "csv", "loggers")],
 )
 def test_first_party_name_disabled_says_which_setting_disabled_it(
-    site: Site, monkeypatch: pytest.MonkeyPatch, kind: str, name: str, extra: str
+    site, monkeypatch: pytest.MonkeyPatch, kind: str, name: str, extra: str
 ) -> None:
     # Installed (here: faked, whether or not the real package is there) but disabled: no pip hint.
     site.add_distribution(f"fabric-{extra}", "9.9", {extra: "never_imported_plugin"})
@@ -523,9 +387,9 @@ def test_first_party_name_disabled_says_which_setting_disabled_it(
 # -- `fabric plugins` ----------------------------------------------------------------------------------
 
 
-def test_plugins_json_lists_a_plugin_with_its_distribution_version_and_names(site: Site) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND, version="1.2.3")
-    result = run_fabric(site, "plugins", "--json")
+def test_plugins_json_lists_a_plugin_with_its_distribution_version_and_names(site) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND, version="1.2.3")
+    result = site.run_fabric("plugins", "--json")
     assert result.returncode == 0, result.stderr
     (plugin,) = [p for p in json.loads(result.stdout)["plugins"] if p["distribution"] == "fake-everything"]
     assert (plugin["name"], plugin["version"], plugin["status"]) == ("fake_everything", "1.2.3", "ok")
@@ -533,16 +397,16 @@ def test_plugins_json_lists_a_plugin_with_its_distribution_version_and_names(sit
     assert plugin["registered"]["cluster_environments"] == ["fake_env"]
 
 
-def test_plugins_json_reports_a_broken_plugin_and_exits_1(site: Site) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT, version="0.9.1")
-    result = run_fabric(site, "plugins", "--json")
+def test_plugins_json_reports_a_broken_plugin_and_exits_1(site) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT, version="0.9.1")
+    result = site.run_fabric("plugins", "--json")
     assert result.returncode == 1
     (plugin,) = [p for p in json.loads(result.stdout)["plugins"] if p["distribution"] == "fake-broken"]
     assert (plugin["version"], plugin["status"]) == ("0.9.1", "failed")
     assert "missing_dependency_of_the_plugin" in plugin["errors"][0]
 
 
-def test_plugins_json_has_a_stable_schema(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plugins_json_has_a_stable_schema(site, capsys: pytest.CaptureFixture[str]) -> None:
     assert plugins_cli.main(["--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert set(document) == {"schema_version", "plugins", "conflicts"}
@@ -567,17 +431,17 @@ def test_plugins_json_has_a_stable_schema(site: Site, capsys: pytest.CaptureFixt
     }
 
 
-def test_plugins_json_lists_conflicts_and_exits_1(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
-    site.add_plugin("fake-alpha", strategy_plugin("shared"), version="1.0")
-    site.add_plugin("fake-beta", strategy_plugin("shared"), version="2.0")
+def test_plugins_json_lists_conflicts_and_exits_1(site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.add_plugin("fake-alpha", site.strategy_plugin("shared"), version="1.0")
+    site.add_plugin("fake-beta", site.strategy_plugin("shared"), version="2.0")
     assert plugins_cli.main(["--json"]) == 1
     (conflict,) = json.loads(capsys.readouterr().out)["conflicts"]
     assert (conflict["kind"], conflict["name"]) == ("strategies", "shared")
     assert [s["distribution"] for s in conflict["registered_by"]] == ["fake-alpha", "fake-beta"]
 
 
-def test_plugins_json_shows_which_plugin_overrode_a_name(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
-    site.add_plugin("fake-ddp", strategy_plugin("ddp", override=True), version="3.0")
+def test_plugins_json_shows_which_plugin_overrode_a_name(site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.add_plugin("fake-ddp", site.strategy_plugin("ddp", override=True), version="3.0")
     plugins_cli.main(["--json"])
     (core,) = [p for p in json.loads(capsys.readouterr().out)["plugins"] if p["distribution"] == "fabric-core"]
     assert core["overridden"] == [
@@ -589,8 +453,8 @@ def test_plugins_json_shows_which_plugin_overrode_a_name(site: Site, capsys: pyt
     ]
 
 
-def test_plugins_text_shows_each_plugin_with_its_names(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND, version="1.2.3")
+def test_plugins_text_shows_each_plugin_with_its_names(site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND, version="1.2.3")
     assert plugins_cli.main([]) == 0
     out = capsys.readouterr().out
     assert "fake_everything  fake-everything 1.2.3  (fake_everything_plugin)" in out
@@ -599,12 +463,10 @@ def test_plugins_text_shows_each_plugin_with_its_names(site: Site, capsys: pytes
     assert out.rstrip().endswith(f"{installed} plugins: {installed} loaded, 0 failed, 0 disabled; 0 name conflicts")
 
 
-def test_plugins_text_shows_a_failure_and_a_conflict(
-    site: Site, lenient: None, capsys: pytest.CaptureFixture[str]
-) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT)
-    site.add_plugin("fake-alpha", strategy_plugin("shared"), version="1.0")
-    site.add_plugin("fake-beta", strategy_plugin("shared"), version="2.0")
+def test_plugins_text_shows_a_failure_and_a_conflict(site, lenient: None, capsys: pytest.CaptureFixture[str]) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT)
+    site.add_plugin("fake-alpha", site.strategy_plugin("shared"), version="1.0")
+    site.add_plugin("fake-beta", site.strategy_plugin("shared"), version="2.0")
     with pytest.warns(PluginLoadWarning):
         assert plugins_cli.main([]) == 1
     out = capsys.readouterr().out
@@ -612,9 +474,9 @@ def test_plugins_text_shows_a_failure_and_a_conflict(
     assert "strategy 'shared': fake-alpha 1.0 (plugin 'fake_alpha'), fake-beta 2.0 (plugin 'fake_beta')" in out
 
 
-def test_plugins_in_strict_mode_prints_the_error_and_exits_1(site: Site) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT)
-    result = run_fabric(site, "plugins", strict=True)
+def test_plugins_in_strict_mode_prints_the_error_and_exits_1(site) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT)
+    result = site.run_fabric("plugins", strict=True)
     assert result.returncode == 1
     assert "fake-broken" in result.stderr and "Traceback" not in result.stderr
 
@@ -627,35 +489,35 @@ def test_plugins_with_an_unknown_option_exits_2(capsys: pytest.CaptureFixture[st
 # -- commands added by plugins -----------------------------------------------------------------------
 
 
-def test_plugin_command_is_dispatched_with_its_arguments(site: Site) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND)
-    result = run_fabric(site, "hello", "big", "world")
+def test_plugin_command_is_dispatched_with_its_arguments(site) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND)
+    result = site.run_fabric("hello", "big", "world")
     assert result.stdout.strip() == "hello from a plugin: big world"
     assert result.returncode == 3, result.stderr
 
 
-def test_plugin_command_is_listed_in_help(site: Site) -> None:
-    site.add_plugin("fake-everything", EVERY_KIND)
-    result = run_fabric(site, "--help")
+def test_plugin_command_is_listed_in_help(site) -> None:
+    site.add_plugin("fake-everything", site.EVERY_KIND)
+    result = site.run_fabric("--help")
     assert result.returncode == 0, result.stderr
     assert any(line.split(None, 1) == ["hello", "Say hello from a plugin"] for line in result.stdout.splitlines())
 
 
-def test_help_in_strict_mode_with_a_broken_plugin_prints_the_error_without_a_traceback(site: Site) -> None:
-    site.add_plugin("fake-broken", BROKEN_IMPORT)
-    result = run_fabric(site, "--help", strict=True)
+def test_help_in_strict_mode_with_a_broken_plugin_prints_the_error_without_a_traceback(site) -> None:
+    site.add_plugin("fake-broken", site.BROKEN_IMPORT)
+    result = site.run_fabric("--help", strict=True)
     assert "fake-broken" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.returncode == 1
 
 
-def test_unknown_command_lists_the_builtin_commands_as_available(site: Site) -> None:
-    result = run_fabric(site, "nonexistent")
+def test_unknown_command_lists_the_builtin_commands_as_available(site) -> None:
+    result = site.run_fabric("nonexistent")
     assert result.returncode == 2
     assert "plugins" in result.stderr and "run" in result.stderr
     assert "Available: none" not in result.stderr
 
 
-def test_unknown_command_suggests_the_closest_builtin_command(site: Site) -> None:
-    result = run_fabric(site, "plugin")
+def test_unknown_command_suggests_the_closest_builtin_command(site) -> None:
+    result = site.run_fabric("plugin")
     assert "Did you mean 'plugins'?" in result.stderr
