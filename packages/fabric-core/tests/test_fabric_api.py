@@ -443,7 +443,7 @@ def test_run_subclass_is_launched_and_loggers_finalized_at_teardown():
     logger = RecordingLogger()
     fabric = MyFabric(accelerator="cpu", loggers=logger)
     assert fabric.run(21) == 42
-    fabric._teardown()
+    fabric.teardown()
     assert logger.finalized == ["success"]
 
 

@@ -67,7 +67,7 @@ def _train(fabric: Fabric, steps: int = 40, optimizer: str = "sgd") -> tuple[lis
         opt.step()
         losses.append(loss.item())
     parameters = {name: value.detach().cpu() for name, value in model.state_dict().items()}
-    fabric._teardown()
+    fabric.teardown()
     return losses, parameters
 
 
@@ -89,7 +89,7 @@ def test_the_model_and_batches_live_on_the_selected_gpu():
     assert torch.cuda.current_device() == fabric.device.index
     assert next(model.parameters()).device == fabric.device
     assert fabric.to_device(torch.zeros(2)).device == fabric.device
-    fabric._teardown()
+    fabric.teardown()
 
 
 def test_16_mixed_trains_and_converges_with_a_cuda_gradient_scaler():
@@ -161,7 +161,7 @@ def test_dp_on_one_gpu_warns_that_no_backward_sync_does_nothing():
     model = fabric.setup(torch.nn.Linear(2, 1))
     with pytest.warns(UserWarning, match="DataParallelStrategy cannot skip gradient synchronisation"):
         fabric.no_backward_sync(model)
-    fabric._teardown()
+    fabric.teardown()
 
 
 @needs_two_gpus

@@ -17,7 +17,7 @@ def fabric() -> Iterator[Fabric]:
     fabric = Fabric(accelerator="cpu", devices=1, strategy=FSDPStrategy())
     fabric.launch()
     yield fabric
-    fabric._teardown()
+    fabric.teardown()
 
 
 def _setup(fabric: Fabric, seed: int = 0):
@@ -102,7 +102,7 @@ def test_a_full_save_onto_a_directory_is_refused(tmp_path):
         with pytest.raises(IsADirectoryError, match=r"writes one file, but .* is a directory"):
             fabric.save(tmp_path / "ckpt", {"model": model})
     finally:
-        fabric._teardown()
+        fabric.teardown()
 
 
 def test_loading_from_a_directory_that_is_no_checkpoint_says_so(fabric, tmp_path):

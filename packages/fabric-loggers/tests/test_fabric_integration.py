@@ -95,7 +95,7 @@ def test_loggers_are_finalised_when_a_launched_run_ends(tmp_path, read_csv):
     fabric.launch(train)
     metrics_file = Path(logger.log_dir) / "metrics.csv"
     assert not metrics_file.exists()  # still in memory: under the flush threshold
-    fabric._teardown()  # what atexit runs when the process ends
+    fabric.teardown()  # what atexit runs when the process ends
     assert len(read_csv(metrics_file)[1]) == 3
 
 

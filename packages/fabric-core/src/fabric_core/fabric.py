@@ -246,7 +246,7 @@ class Fabric:
         finally:
             if in_worker:
                 # Workers started by multiprocessing end with os._exit: atexit would never run there.
-                self._teardown()
+                self.teardown()
 
     def _setup_environment(self) -> None:
         if os.environ.get("FABRIC_PARENT_PID"):
@@ -254,14 +254,20 @@ class Fabric:
 
             watch_parent()
         self._strategy.setup_environment()
-        atexit.register(self._teardown)
+        atexit.register(self.teardown)
 
-    def _teardown(self) -> None:
-        """Release the wrappers, then the strategy (process group), then finalise the loggers."""
+    def teardown(self) -> None:
+        """End the run in this process: release the wrappers, finalise the loggers, then the strategy.
+
+        Runs by itself when the process exits (and when a worker started by ``launch`` returns), so a
+        script never needs it. Call it to end a run early within a process that goes on, e.g. between
+        tests or before building a second ``Fabric``: the process group is destroyed and the loggers
+        are flushed. Calling it again does nothing.
+        """
         if self._torn_down:
             return
         self._torn_down = True
-        atexit.unregister(self._teardown)
+        atexit.unregister(self.teardown)
         for module in list(self._wrapped_modules):
             module.release()
         for logger in self._loggers:

@@ -41,7 +41,7 @@ class StrategyConformance:
         """A fabric for one check, torn down afterwards (process groups must not leak into the next)."""
         fabric = self.make_fabric()
         yield fabric
-        fabric._teardown()
+        fabric.teardown()
 
     def _model_and_optimizer(self, fabric: Any, seed: int = 0) -> tuple[Any, Any]:
         with torch.random.fork_rng(devices=[]):
@@ -137,4 +137,4 @@ class StrategyConformance:
         fabric = self.make_fabric()
         model, optimizer = self._model_and_optimizer(fabric)
         self._step(fabric, model, optimizer)
-        fabric._teardown()
+        fabric.teardown()
