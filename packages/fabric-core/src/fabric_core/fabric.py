@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import sys
 import weakref
 from collections.abc import Callable, Generator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -24,7 +25,7 @@ from fabric_core.precision.precision import Precision
 from fabric_core.resolution import is_using_cli, resolve
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.apply_func import apply_to_collection, convert_to_tensors, move_data_to_device
-from fabric_core.utilities.rank_zero import rank_zero_deprecation, rank_zero_warn
+from fabric_core.utilities.rank_zero import rank_zero_deprecation, rank_zero_state, rank_zero_warn
 from fabric_core.utilities.seed import seed_everything as _seed_everything
 from fabric_core.wrappers import (
     _FabricDataLoader,
@@ -51,6 +52,18 @@ def _takes_fabric_argument(function: Callable) -> bool:
         inspect.Parameter.VAR_POSITIONAL,
     )
     return any(p.kind in kinds for p in parameters)
+
+
+def _uncaught_exception() -> BaseException | None:
+    """The exception the interpreter last reported as uncaught (set before ``atexit`` handlers run)."""
+    return getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+
+
+def _is_failure(error: BaseException | None) -> bool:
+    """Whether ``error`` ends a run as failed: any exception except ``SystemExit`` with a zero/empty code."""
+    if error is None:
+        return False
+    return not (isinstance(error, SystemExit) and error.code in (None, 0))
 
 
 def _check_path(path: Any, method: str) -> None:
@@ -106,6 +119,8 @@ class Fabric:
         self._models_setup = 0
         self._launched = False
         self._torn_down = False
+        self._run_failed = False
+        self._uncaught_before_run: BaseException | None = None
         self._set_up_modules: weakref.WeakSet[Module] = weakref.WeakSet()
         self._wrapped_modules: weakref.WeakSet[_FabricModule] = weakref.WeakSet()
         self._prepare_run_method()
@@ -243,6 +258,9 @@ class Fabric:
         in_worker = multiprocessing.parent_process() is not None
         try:
             return to_run(*args, **kwargs)
+        except BaseException as error:
+            self._run_failed = self._run_failed or _is_failure(error)
+            raise
         finally:
             if in_worker:
                 # Workers started by multiprocessing end with os._exit: atexit would never run there.
@@ -254,6 +272,11 @@ class Fabric:
 
             watch_parent()
         self._strategy.setup_environment()
+        # One notion of "rank zero" for the whole process: fabric.log, rank_zero_only and the loggers
+        # agree even under a third-party strategy that does not set it itself.
+        rank_zero_state.rank = self._strategy.global_rank
+        # An uncaught exception reported before the run (e.g. in an interactive session) is not this run's.
+        self._uncaught_before_run = _uncaught_exception()
         atexit.register(self.teardown)
 
     def teardown(self) -> None:
@@ -263,16 +286,37 @@ class Fabric:
         script never needs it. Call it to end a run early within a process that goes on, e.g. between
         tests or before building a second ``Fabric``: the process group is destroyed and the loggers
         are flushed. Calling it again does nothing.
+
+        Each logger gets ``finalize("failed")`` when the run raised: the function given to ``launch``
+        (or an overridden ``run``) raised, an uncaught exception is ending the process, or ``teardown``
+        is called while an exception is being handled (``try: ... finally: fabric.teardown()``).
+        Otherwise it gets ``finalize("success")``. ``SystemExit`` with code 0 or ``None`` is a success.
+
+        Example::
+
+            fabric = Fabric(accelerator="cpu", loggers="csv")
+            fabric.launch()
+            try:
+                train(fabric)
+            finally:
+                fabric.teardown()  # the CSV file is complete before the next run starts
         """
         if self._torn_down:
             return
         self._torn_down = True
         atexit.unregister(self.teardown)
+        status = "failed" if self._has_failed() else "success"
         for module in list(self._wrapped_modules):
             module.release()
         for logger in self._loggers:
-            logger.finalize("success")
+            logger.finalize(status)
         self._strategy.teardown()
+
+    def _has_failed(self) -> bool:
+        if self._run_failed or _is_failure(sys.exc_info()[1]):
+            return True
+        uncaught = _uncaught_exception()
+        return uncaught is not self._uncaught_before_run and _is_failure(uncaught)
 
     def __getstate__(self) -> dict[str, Any]:
         # Spawned workers receive Fabric by pickling; weak sets and the bound run wrapper cannot travel.
@@ -280,6 +324,7 @@ class Fabric:
         state.pop("_set_up_modules", None)
         state.pop("_wrapped_modules", None)
         state.pop("run", None)
+        state["_uncaught_before_run"] = None  # an exception object with its traceback: not picklable
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -645,25 +690,40 @@ class Fabric:
             method(*args, **kwargs)
 
     def log(self, name: str, value: Any, step: int | None = None) -> None:
-        """Log one scalar to every logger."""
+        """Log one scalar to every logger, from global rank 0 only.
+
+        Example::
+
+            fabric.log("train/loss", loss, step=step)  # call it on every rank; rank 0 writes it
+        """
         self.log_dict({name: value}, step=step)
 
     def log_dict(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log several scalars to every logger; tensors are turned into Python numbers."""
+        """Log several scalars to every logger, from global rank 0 only; tensors become Python numbers.
+
+        Call it on every rank: the arguments are checked everywhere (so a mistake fails on every rank
+        alike), but only the process whose global rank is 0 calls the loggers' ``log_metrics``, and
+        only there are tensors copied to the CPU. Other ranks' values are not gathered: reduce them
+        first (``fabric.all_reduce``) to log a value over all ranks.
+
+        Example::
+
+            fabric.log_dict({"train/loss": loss, "train/acc": acc}, step=step)
+        """
         if not self._loggers:
             return
         if not isinstance(metrics, Mapping):
             raise TypeError(f"fabric.log_dict() needs a mapping of names to scalars, got {type(metrics).__name__}.")
-        scalars = {}
         for key, value in metrics.items():
-            if isinstance(value, Tensor):
-                if value.numel() != 1:
-                    raise ValueError(
-                        f"fabric.log: metric {key!r} is a tensor of shape {tuple(value.shape)}; only scalars can be "
-                        "logged. Reduce it first (e.g. .mean())."
-                    )
-                value = value.item()
-            scalars[key] = value
+            if isinstance(value, Tensor) and value.numel() != 1:
+                raise ValueError(
+                    f"fabric.log: metric {key!r} is a tensor of shape {tuple(value.shape)}; only scalars can be "
+                    "logged. Reduce it first (e.g. .mean())."
+                )
+        # The same notion of rank zero as rank_zero_only, which guards the loggers' own methods.
+        if rank_zero_state.rank != 0:
+            return
+        scalars = {key: value.item() if isinstance(value, Tensor) else value for key, value in metrics.items()}
         for logger in self._loggers:
             logger.log_metrics(metrics=scalars, step=step)
 

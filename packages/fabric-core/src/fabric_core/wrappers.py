@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from fabric_core.precision.precision import changes_forward
 from fabric_core.utilities.apply_func import move_data_to_device
 from fabric_core.utilities.data import set_sampler_epoch
 
@@ -19,9 +20,14 @@ if TYPE_CHECKING:
 
 
 def _forward_path(module: nn.Module, precision: Any) -> Callable[..., Any]:
-    """The callable a wrapped model's forward runs, decided once at setup."""
-    if getattr(precision, "passthrough_forward", False):
-        return module  # nothing to cast: call the (strategy-wrapped) module directly
+    """The callable a wrapped model's forward runs, decided once at setup.
+
+    Derived from what the precision overrides (:func:`~fabric_core.precision.precision.changes_forward`):
+    one that overrides none of the forward hooks has nothing to do there, so the model is called
+    directly; any override puts all three hooks in the path.
+    """
+    if not changes_forward(precision):
+        return module  # only Precision's own (identity) forward hooks: call the strategy-wrapped module directly
     convert_input = precision.convert_input
     convert_output = precision.convert_output
     forward_context = precision.forward_context
@@ -29,10 +35,12 @@ def _forward_path(module: nn.Module, precision: Any) -> Callable[..., Any]:
     def forward(*args: Any, **kwargs: Any) -> Any:
         if kwargs:
             args, kwargs = convert_input((args, kwargs))
-        else:
+            with forward_context():
+                output = module(*args, **kwargs)
+        else:  # the usual call: the positional tuple alone takes the precisions' short path
             args = convert_input(args)
-        with forward_context():
-            output = module(*args, **kwargs)
+            with forward_context():
+                output = module(*args)
         return convert_output(output)
 
     return forward
@@ -232,3 +240,24 @@ def unwrap(obj: Any) -> Any:
     if isinstance(obj, _FabricDataLoader):
         return obj._dataloader
     return obj
+
+
+def is_wrapped(obj: object) -> bool:
+    """Whether ``obj`` was set up by Fabric: a module, optimizer or dataloader that ``fabric.setup*`` returned.
+
+    A ``torch.compile``'d set-up module counts too. Plugins use it to treat what the user passes them
+    the same whether or not it went through Fabric, without naming Fabric's wrapper classes.
+
+    Example::
+
+        from fabric_core.wrappers import is_wrapped
+
+        model, optimizer = fabric.setup(model, optimizer)
+        is_wrapped(model), is_wrapped(optimizer)  # (True, True)
+        is_wrapped(torch.nn.Linear(2, 2))  # False
+        if is_wrapped(model):
+            model = model.module  # the user's own module, as given to fabric.setup
+    """
+    if is_compiled(obj):
+        obj = obj._orig_mod
+    return isinstance(obj, (_FabricModule, _FabricOptimizer, _FabricDataLoader))

@@ -13,8 +13,9 @@ Importing this package is cheap: its classes are imported on first access.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fabric_core.utilities.imports import lazy_exports
 from fabric_cuda.__about__ import __version__
 
 if TYPE_CHECKING:
@@ -24,23 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = ["CUDAAccelerator", "DataParallelStrategy", "__version__", "find_usable_cuda_devices"]
 
-_LAZY = {
-    "CUDAAccelerator": "fabric_cuda.accelerator",
-    "DataParallelStrategy": "fabric_cuda.dp",
-    "find_usable_cuda_devices": "fabric_cuda.devices",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'fabric_cuda' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CUDAAccelerator": "fabric_cuda.accelerator",
+        "DataParallelStrategy": "fabric_cuda.dp",
+        "find_usable_cuda_devices": "fabric_cuda.devices",
+    },
+)

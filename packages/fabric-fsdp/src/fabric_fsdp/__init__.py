@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fabric_core._lazy import lazy_exports
+from fabric_core.utilities.imports import lazy_exports
 from fabric_fsdp.__about__ import __version__
 
 if TYPE_CHECKING:

@@ -172,7 +172,7 @@ class TensorBoardLogger(VersionedLogger):
     @rank_zero_only
     def log_graph(self, model: Module, input_array: Any | None = None) -> None:
         """Record ``model``'s graph, traced with ``input_array`` (default: ``model.example_input_array``)."""
-        from fabric_core.wrappers import _FabricModule
+        from fabric_core.wrappers import is_wrapped
 
         if input_array is None:
             input_array = getattr(model, "example_input_array", None)
@@ -192,8 +192,8 @@ class TensorBoardLogger(VersionedLogger):
                 stacklevel=3,
             )
             return
-        if isinstance(model, _FabricModule):
-            model = model.module
+        if is_wrapped(model):
+            model = model.module  # trace the user's module, not Fabric's wrapper around it
         self._writer().add_graph(model, input_array)
 
     @rank_zero_only

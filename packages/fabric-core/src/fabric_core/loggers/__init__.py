@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fabric_core._lazy import lazy_exports
+from fabric_core.utilities.imports import lazy_exports
 
 if TYPE_CHECKING:
     from fabric_core.loggers.logger import Logger

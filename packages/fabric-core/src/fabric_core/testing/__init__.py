@@ -1,7 +1,7 @@
 """Conformance tests for plugin authors: subclass one in your own pytest suite to check your plugin.
 
-Each class is a set of pytest tests that any accelerator, precision, strategy or cluster environment
-must pass; fabric-core's built-ins pass the same tests. The classes' names do not start with ``Test``,
+Each class is a set of pytest tests that any accelerator, precision, strategy, cluster environment or
+logger must pass; fabric-core's built-ins pass the same tests. The classes' names do not start with ``Test``,
 so pytest runs them only through your subclass, which names what to check with a class attribute::
 
     # tests/test_conformance.py of your plugin
@@ -10,11 +10,12 @@ so pytest runs them only through your subclass, which names what to check with a
     from fabric_core.testing import (
         AcceleratorConformance,
         ClusterEnvironmentConformance,
+        LoggerConformance,
         PrecisionConformance,
         StrategyConformance,
     )
 
-    from my_plugin import MyAccelerator, MyEnvironment, MyPrecision, MyStrategy
+    from my_plugin import MyAccelerator, MyEnvironment, MyLogger, MyPrecision, MyStrategy
 
 
     class TestMyAccelerator(AcceleratorConformance):
@@ -27,12 +28,16 @@ so pytest runs them only through your subclass, which names what to check with a
 
 
     class TestMyStrategy(StrategyConformance):
-        strategy_factory = MyStrategy  # checked through Fabric(accelerator="cpu", strategy=..., devices=1)
+        strategy_factory = MyStrategy  # picklable; checked on 1 process and on 2 (`processes = 1` opts out)
 
 
     class TestMyEnvironment(ClusterEnvironmentConformance):
         environment_factory = MyEnvironment
         environment_variables = {"MY_JOB_ID": "17", "MY_RANK": "0", "MY_WORLD_SIZE": "1"}
+
+
+    class TestMyLogger(LoggerConformance):
+        logger_factory = MyLogger  # called with a fresh directory when it takes an argument: MyLogger(tmp_path)
 
 Run them with ``pytest``; each check is one test named for the behaviour it expects
 (``test_parse_devices_rejects_a_bad_value_with_value_or_type_error['nonsense']``, ...), so a failure
@@ -46,17 +51,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fabric_core._lazy import lazy_exports
+from fabric_core.utilities.imports import lazy_exports
 
 if TYPE_CHECKING:
     from fabric_core.testing.accelerator import AcceleratorConformance
     from fabric_core.testing.environment import ClusterEnvironmentConformance
+    from fabric_core.testing.logger import LoggerConformance
     from fabric_core.testing.precision import PrecisionConformance
     from fabric_core.testing.strategy import StrategyConformance
 
 __all__ = [
     "AcceleratorConformance",
     "ClusterEnvironmentConformance",
+    "LoggerConformance",
     "PrecisionConformance",
     "StrategyConformance",
 ]
@@ -67,6 +74,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "AcceleratorConformance": "fabric_core.testing.accelerator",
         "ClusterEnvironmentConformance": "fabric_core.testing.environment",
+        "LoggerConformance": "fabric_core.testing.logger",
         "PrecisionConformance": "fabric_core.testing.precision",
         "StrategyConformance": "fabric_core.testing.strategy",
     },
