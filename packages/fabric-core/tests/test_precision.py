@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections import namedtuple
@@ -12,7 +13,12 @@ import torch
 from torch import nn
 
 import fabric_core
+import fabric_core.wrappers
 from fabric_core.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from fabric_core.precision.precision import cast_floating, changes_forward
+from fabric_core.testing.precision import PrecisionConformance, record_hook_calls
+from fabric_core.utilities.apply_func import convert_fp_collection
+from fabric_core.wrappers import _forward_path
 
 Pair = namedtuple("Pair", ["features", "label"])
 
@@ -439,3 +445,224 @@ def test_fabric_16_mixed_on_cpu_gets_a_cpu_grad_scaler():
     plugin = _fabric("16-mixed").precision_plugin
     assert plugin.device == "cpu"
     assert isinstance(plugin.scaler, torch.amp.GradScaler)
+
+
+# -- the forward path, derived from what a precision overrides ----------------------------------------
+
+
+class _Recorder(Precision):
+    """A third-party precision: each overridden forward hook notes its call in ``self.calls``."""
+
+    precision = "recorder"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+class _ContextOnly(_Recorder):
+    """The Precision docstring's example: convert_module and forward_context, nothing else."""
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        self.calls.append("convert_module")
+        return module
+
+    @contextlib.contextmanager
+    def forward_context(self):
+        self.calls.append("forward_context")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+
+
+class _InputOnly(_Recorder):
+    def convert_input(self, data):
+        self.calls.append("convert_input")
+        return data
+
+
+class _OutputOnly(_Recorder):
+    def convert_output(self, data):
+        self.calls.append("convert_output")
+        return data
+
+
+def _forward_through_fabric(precision: Precision, *, as_plugin: bool = True) -> torch.Tensor:
+    given = {"plugins": [precision]} if as_plugin else {"precision": precision}
+    fabric = fabric_core.Fabric(accelerator="cpu", devices=1, **given)
+    try:
+        model = fabric.setup_module(nn.Linear(4, 2))
+        return model(torch.randn(3, 4))
+    finally:
+        fabric.teardown()
+
+
+@pytest.mark.parametrize("as_plugin", [True, False], ids=["plugins", "precision"])
+def test_the_docstring_example_precision_runs_its_forward_context_through_fabric(as_plugin):
+    precision = _ContextOnly()
+    output = _forward_through_fabric(precision, as_plugin=as_plugin)
+    assert precision.calls == ["convert_module", "forward_context"]
+    assert output.dtype == torch.bfloat16  # the forward really ran under the precision's autocast
+
+
+def test_a_precision_overriding_only_convert_input_gets_it_called_in_forward():
+    precision = _InputOnly()
+    _forward_through_fabric(precision)
+    assert precision.calls == ["convert_input"]
+
+
+def test_a_precision_overriding_only_convert_output_gets_it_called_in_forward():
+    precision = _OutputOnly()
+    _forward_through_fabric(precision)
+    assert precision.calls == ["convert_output"]
+
+
+def test_a_forward_hook_set_on_the_instance_is_called_in_forward():
+    precision, calls = Precision(), []
+    precision.convert_output = lambda data: calls.append("convert_output") or data
+    _forward_through_fabric(precision)
+    assert calls == ["convert_output"]
+
+
+def test_32_true_lets_the_set_up_model_call_the_module_directly():
+    module = nn.Linear(2, 2)
+    assert _forward_path(module, Precision()) is module
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [_ContextOnly, _InputOnly, _OutputOnly, functools.partial(_mixed, "bf16-mixed"), HalfPrecision, DoublePrecision],
+    ids=["forward_context", "convert_input", "convert_output", "bf16-mixed", "16-true", "64-true"],
+)
+def test_a_precision_overriding_a_forward_hook_puts_the_hooks_in_the_forward_path(factory):
+    module = nn.Linear(2, 2)
+    assert changes_forward(factory()) and _forward_path(module, factory()) is not module
+
+
+def test_a_subclass_that_overrides_no_forward_hook_keeps_the_direct_call():
+    class Quiet(Precision):
+        def pre_backward(self, tensor, module):
+            return tensor
+
+    assert not changes_forward(Quiet())
+
+
+# -- the conformance kit drives a Fabric-wrapped model ------------------------------------------------
+
+
+class _KitOnContextOnly(PrecisionConformance):
+    precision_factory = _ContextOnly
+
+
+def test_the_kit_passes_a_precision_whose_hooks_fabric_calls():
+    _KitOnContextOnly().test_fabric_calls_every_hook_the_precision_overrides()
+
+
+def test_the_kit_fails_when_the_set_up_model_skips_the_precision(monkeypatch):
+    # The bypass this check exists for: the wrapper calling the module directly despite the overrides.
+    monkeypatch.setattr(fabric_core.wrappers, "changes_forward", lambda precision: False)
+    with pytest.raises(AssertionError, match=r"never called \['forward_context', 'forward_context\(\) entered'\]"):
+        _KitOnContextOnly().test_fabric_calls_every_hook_the_precision_overrides()
+
+
+def test_the_kit_fails_when_forward_context_is_called_but_never_entered(monkeypatch):
+    real = fabric_core.wrappers._forward_path
+
+    def calls_without_entering(module, precision):
+        precision.forward_context()
+        return real(module, Precision())
+
+    monkeypatch.setattr(fabric_core.wrappers, "_forward_path", calls_without_entering)
+    with pytest.raises(AssertionError, match=r"never called \['forward_context\(\) entered'\]"):
+        _KitOnContextOnly().test_fabric_calls_every_hook_the_precision_overrides()
+
+
+def test_the_kit_leaves_a_precision_class_with_slots_recordable():
+    class Slotted(Precision):
+        __slots__ = ()
+
+        def convert_input(self, data):
+            return data
+
+    expected, calls = record_hook_calls(Slotted())
+    assert expected == ["convert_input"] and calls == []
+
+
+# -- the forward's casts: short paths, same results ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        torch.ones(2),
+        (torch.ones(2),),
+        (torch.ones(2), torch.arange(2), torch.ones(1, dtype=torch.float64)),
+        (torch.ones(2), "text", 3),
+        (torch.ones(2, dtype=torch.bfloat16),),
+        (nn.Parameter(torch.ones(2)),),
+        [torch.ones(2)],
+        ((torch.ones(2),), {"scale": torch.ones(1)}),
+    ],
+    ids=["tensor", "one", "several", "mixed-values", "already-bf16", "parameter", "list", "args-kwargs"],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_cast_floating_matches_the_collection_walk(data, dtype):
+    fast, walked = cast_floating(data, dtype), convert_fp_collection(data, dtype)
+    assert type(fast) is type(walked)
+    fast_leaves, walked_leaves = torch.utils._pytree.tree_leaves(fast), torch.utils._pytree.tree_leaves(walked)
+    assert len(fast_leaves) == len(walked_leaves)
+    for a, b in zip(fast_leaves, walked_leaves):
+        if isinstance(b, torch.Tensor):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+        else:
+            assert a == b
+
+
+def test_cast_floating_returns_tensors_already_in_the_dtype_themselves():
+    tensor = torch.ones(2, dtype=torch.bfloat16)
+    args = (tensor,)
+    assert cast_floating(tensor, torch.bfloat16) is tensor and cast_floating(args, torch.bfloat16) is args
+
+
+def test_keyword_inputs_of_a_set_up_model_are_cast_too():
+    class Scaled(nn.Module):
+        def forward(self, x, *, scale):
+            return x.dtype, scale.dtype
+
+    fabric = fabric_core.Fabric(accelerator="cpu", devices=1, precision="bf16-true")
+    try:
+        model = fabric.setup_module(Scaled())
+        assert model(torch.ones(2), scale=torch.ones(1)) == (torch.bfloat16, torch.bfloat16)
+    finally:
+        fabric.teardown()
+
+
+def test_bf16_mixed_training_matches_lightnings_recipe_bit_for_bit():
+    # Lightning casts floating inputs to bfloat16, runs forward under autocast and casts the output to the
+    # default dtype. The model starts with an operation autocast does not cast, so the input cast shows.
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.LayerNorm(6), nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    x, y = torch.randn(16, 6, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 3
+    reference = model()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = reference(x.to(torch.bfloat16))
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(out.to(torch.float32), y).backward()
+        optimizer.step()
+
+    fabric = fabric_core.Fabric(accelerator="cpu", devices=1, precision="bf16-mixed")
+    try:
+        module = model()
+        wrapped, optimizer = fabric.setup(module, torch.optim.SGD(module.parameters(), lr=0.1))
+        for _ in range(4):
+            out = wrapped(x)
+            optimizer.zero_grad()
+            fabric.backward(nn.functional.cross_entropy(out, y))
+            optimizer.step()
+    finally:
+        fabric.teardown()
+    assert out.dtype == torch.float32
+    for (name, expected), actual in zip(reference.state_dict().items(), module.state_dict().values()):
+        assert torch.equal(actual, expected), name

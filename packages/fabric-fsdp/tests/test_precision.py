@@ -26,9 +26,14 @@ def test_true_modes_convert_the_parameters_and_need_no_policy(name, dtype):
     assert precision.convert_module(torch.nn.Linear(2, 2)).weight.dtype == dtype
 
 
-def test_32_true_changes_nothing_and_lets_forward_pass_through():
+def test_32_true_changes_nothing_in_forward():
     precision = FSDPPrecision()
-    assert precision.mixed_precision_policy is None and precision.passthrough_forward
+    inputs, module = (torch.randn(2, 2),), torch.nn.Linear(2, 2)
+    assert precision.mixed_precision_policy is None
+    assert precision.convert_input(inputs) is inputs and precision.convert_module(module) is module
+    with precision.forward_context():
+        output = module(*inputs)
+    assert output.dtype == torch.float32 and precision.convert_output(output) is output
 
 
 def test_mixed_forward_runs_under_autocast_on_the_given_device():

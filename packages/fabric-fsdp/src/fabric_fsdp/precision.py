@@ -72,8 +72,6 @@ class FSDPPrecision(Precision):
         self._scaler = scaler
         self._dtype = _DTYPES[precision]
         self._core: Precision | None = None
-        # Nothing to cast in 32-true: the model wrapper may call the module directly.
-        self.passthrough_forward = precision == "32-true"
 
     @property
     def is_mixed(self) -> bool:

@@ -10,8 +10,7 @@ from torch import Tensor
 from torch.nn import Module
 from torch.optim import LBFGS, Optimizer
 
-from fabric_core.precision.precision import Precision
-from fabric_core.utilities.apply_func import convert_fp_collection
+from fabric_core.precision.precision import Precision, cast_floating
 
 _DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -30,8 +29,6 @@ class MixedPrecision(Precision):
         scaler = torch.amp.GradScaler("cuda", init_scale=2.0**14)
         fabric = Fabric(plugins=MixedPrecision("16-mixed", device="cuda", scaler=scaler))
     """
-
-    passthrough_forward = False
 
     def __init__(
         self,
@@ -65,10 +62,10 @@ class MixedPrecision(Precision):
         return torch.autocast(self.device, dtype=self._dtype)
 
     def convert_input(self, data: Any) -> Any:
-        return convert_fp_collection(data, self._dtype)
+        return cast_floating(data, self._dtype)
 
     def convert_output(self, data: Any) -> Any:
-        return convert_fp_collection(data, torch.get_default_dtype())
+        return cast_floating(data, torch.get_default_dtype())
 
     def pre_backward(self, tensor: Tensor, module: Module | None) -> Tensor:
         if self.scaler is not None:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 from torch.optim import Optimizer
+
+from fabric_core.utilities.apply_func import convert_fp_collection
+
+# The dtype-named Tensor methods cast like ``tensor.to(dtype)`` without its argument parsing (about a
+# microsecond less per call, which a forward pays twice: inputs and outputs).
+_CASTS = {
+    torch.float16: Tensor.half,
+    torch.bfloat16: Tensor.bfloat16,
+    torch.float32: Tensor.float,
+    torch.float64: Tensor.double,
+}
 
 
 @contextmanager
@@ -21,6 +32,32 @@ def default_dtype(dtype: torch.dtype) -> Generator[None, None, None]:
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def cast_floating(data: Any, dtype: torch.dtype) -> Any:
+    """Cast every floating-point tensor in ``data`` (a tensor or a nested collection) to ``dtype``.
+
+    Other tensors and values, and tensors already in ``dtype``, are left as they are. A tensor and a
+    tuple of tensors (a forward's positional arguments) take a short path; anything else goes through
+    :func:`~fabric_core.utilities.apply_func.convert_fp_collection`, with the same result.
+
+    Example::
+
+        cast_floating((torch.ones(2), torch.arange(2)), torch.bfloat16)  # (bfloat16 ones, the int64 arange)
+    """
+    cast = _CASTS.get(dtype)
+    if cast is None:
+        return convert_fp_collection(data, dtype)
+    if isinstance(data, Tensor):
+        return cast(data) if data.is_floating_point() and data.dtype != dtype else data
+    if type(data) is tuple:
+        if len(data) == 1:  # model(x), the most common call
+            (item,) = data
+            if isinstance(item, Tensor):
+                return (cast(item),) if item.is_floating_point() and item.dtype != dtype else data
+        elif all(isinstance(item, Tensor) for item in data):
+            return tuple([cast(t) if t.is_floating_point() and t.dtype != dtype else t for t in data])
+    return convert_fp_collection(data, dtype)
 
 
 class Precision:
@@ -49,11 +86,17 @@ class Precision:
 
     A constructor parameter named ``device`` receives the accelerator's device type when the precision
     is chosen by name (``Fabric(precision="...")``).
+
+    How a set-up model's forward runs is derived from what the class overrides, once at
+    ``fabric.setup``: a precision that overrides any of the forward hooks (:meth:`convert_input`,
+    :meth:`forward_context`, :meth:`convert_output`) gets all three called on every forward; one that
+    overrides none of them (plain ``"32-true"``) lets the model be called directly. There is nothing
+    to declare or switch off: in the example above, ``forward_context`` runs on every forward because
+    ``Float8Weights`` overrides it. ``fabric_core.testing.PrecisionConformance`` checks, through Fabric,
+    that every hook your class overrides is called.
     """
 
     precision: str = "32-true"
-    #: Whether this precision changes nothing in forward: lets the model wrapper skip the casts.
-    passthrough_forward: ClassVar[bool] = True
 
     @property
     def skips_nonfinite_steps(self) -> bool:
@@ -120,3 +163,39 @@ class Precision:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(precision={self.precision!r})"
+
+
+#: The hooks a set-up model's forward runs: overriding any of them puts the precision in the forward.
+FORWARD_HOOKS = ("convert_input", "forward_context", "convert_output")
+
+
+def overrides(precision: Any, hook: str) -> bool:
+    """Whether ``precision`` replaces :class:`Precision`'s own ``hook`` (in its class or on the instance).
+
+    Objects that are no :class:`Precision` count as overriding everything: nothing can be assumed of them.
+
+    Example::
+
+        overrides(Precision(), "forward_context")  # False
+        overrides(MixedPrecision("bf16-mixed", device="cpu"), "forward_context")  # True
+    """
+    default = getattr(Precision, hook)
+    if not isinstance(precision, Precision):
+        return True
+    if hook in getattr(precision, "__dict__", {}):
+        return True  # set on the instance: whatever it is, it is not the default
+    return getattr(type(precision), hook) is not default
+
+
+def changes_forward(precision: Any) -> bool:
+    """Whether a set-up model's forward must run ``precision``'s forward hooks (see :data:`FORWARD_HOOKS`).
+
+    Derived from what the precision overrides, so a subclass never has to declare it; ``False`` only for
+    a precision whose forward hooks are all :class:`Precision`'s own, which change nothing.
+
+    Example::
+
+        changes_forward(Precision())  # False: the model is called directly
+        changes_forward(HalfPrecision("bf16-true"))  # True
+    """
+    return any(overrides(precision, hook) for hook in FORWARD_HOOKS)

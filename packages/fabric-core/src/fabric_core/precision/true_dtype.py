@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch.nn import Module
 
-from fabric_core.precision.precision import Precision, default_dtype
-from fabric_core.utilities.apply_func import convert_fp_collection
+from fabric_core.precision.precision import Precision, cast_floating, default_dtype
 
 
 class TrueDtypePrecision(Precision):
@@ -19,17 +18,16 @@ class TrueDtypePrecision(Precision):
     from them is float32 while the model itself runs in the chosen dtype.
     """
 
-    passthrough_forward = False
     _dtype: torch.dtype
 
     def convert_module(self, module: Module) -> Module:
         return module.to(dtype=self._dtype)
 
     def convert_input(self, data: Any) -> Any:
-        return convert_fp_collection(data, self._dtype)
+        return cast_floating(data, self._dtype)
 
     def convert_output(self, data: Any) -> Any:
-        return convert_fp_collection(data, torch.get_default_dtype())
+        return cast_floating(data, torch.get_default_dtype())
 
     def forward_context(self) -> AbstractContextManager:
         return default_dtype(self._dtype)

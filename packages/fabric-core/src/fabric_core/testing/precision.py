@@ -10,9 +10,22 @@ import pytest
 import torch
 from torch.nn import Module
 
+from fabric_core.precision.precision import Precision
 from fabric_core.testing._config import required
 
 _CONTEXTS = ["forward_context", "module_init_context", "tensor_init_context"]
+#: The hooks a Fabric training step calls, in the order it calls them.
+_STEP_HOOKS = (
+    "convert_module",
+    "convert_input",
+    "forward_context",
+    "convert_output",
+    "pre_backward",
+    "backward",
+    "post_backward",
+    "optimizer_step",
+)
+_ENTERED = "forward_context() entered"
 
 
 def assert_same_state(actual: Any, expected: Any, where: str = "state_dict()") -> None:
@@ -27,18 +40,74 @@ def assert_same_state(actual: Any, expected: Any, where: str = "state_dict()") -
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
 
 
+class _EnteredContext:
+    """The context ``forward_context()`` returned, noting that the forward really ran inside it."""
+
+    def __init__(self, manager: Any, calls: list[str]) -> None:
+        self._manager = manager
+        self._calls = calls
+
+    def __enter__(self) -> Any:
+        self._calls.append(_ENTERED)
+        return self._manager.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._manager.__exit__(*exc_info)
+
+
+def overridden_step_hooks(precision_cls: type) -> list[str]:
+    """The training-step hooks ``precision_cls`` defines itself rather than inheriting :class:`Precision`'s."""
+    if not issubclass(precision_cls, Precision):
+        return list(_STEP_HOOKS)
+    return [hook for hook in _STEP_HOOKS if getattr(precision_cls, hook) is not getattr(Precision, hook)]
+
+
+def record_hook_calls(precision: Any) -> tuple[list[str], list[str]]:
+    """Make ``precision`` note each call of a hook its class overrides; returns (expected, calls).
+
+    The instance is moved to a subclass that overrides exactly the hooks its class overrides, each
+    noting the call and then running the class's own. The set of overridden hooks, which Fabric derives
+    the forward path from, is therefore the same as before, and nothing is set on the instance: a
+    forward path that skips an overridden hook shows as a missing call.
+    """
+    cls = type(precision)
+    expected = overridden_step_hooks(cls)
+    calls: list[str] = []
+
+    def recorder(hook: str) -> Any:
+        def record(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(hook)
+            result = getattr(super(recording, self), hook)(*args, **kwargs)
+            return _EnteredContext(result, calls) if hook == "forward_context" else result
+
+        record.__name__ = record.__qualname__ = hook
+        return record
+
+    namespace: dict[str, Any] = {"__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    recording = type(cls.__name__, (cls,), {**namespace, **{hook: recorder(hook) for hook in expected}})
+    precision.__class__ = recording
+    if "forward_context" in expected:
+        expected.insert(expected.index("forward_context") + 1, _ENTERED)
+    return expected, calls
+
+
 class PrecisionConformance:
     """Subclass as ``TestMyPrecision`` and set :attr:`precision_factory` to run the checks on it.
 
     The training checks run a tiny ``Linear`` model with SGD on :attr:`device`, calling the plugin in the
     order Fabric does: ``convert_module``, ``convert_input``, ``forward_context``, ``convert_output``,
-    ``pre_backward``, ``backward``, ``post_backward``, ``optimizer_step``.
+    ``pre_backward``, ``backward``, ``post_backward``, ``optimizer_step``. The ``fabric`` checks then
+    run the same step through ``Fabric(plugins=[precision])`` and require that every one of those hooks
+    the precision's class overrides is called, and that the set-up model returns the default dtype.
     """
 
     #: A zero-argument callable returning a fresh precision instance (the class itself, a lambda, ...).
     precision_factory: Callable[[], Any] | None = None
     #: The device the training checks run on; they skip where it does not exist.
     device: str = "cpu"
+    #: The ``strategy`` argument of the Fabric the ``fabric`` checks build (``None``: Fabric's choice for one
+    #: device). Set it when the precision only works under its own strategy.
+    strategy: Any = None
     #: How many steps the training checks take. Loss scalers may skip the first steps while they
     #: calibrate (float16 overflows at the initial scale), so one step is not enough to see a change.
     training_steps: int = 5
@@ -98,6 +167,26 @@ class PrecisionConformance:
             self._backward(precision, model)
             precision.optimizer_step(optimizer)
         return optimizer
+
+    def _fabric_step(self, precision: Any) -> torch.Tensor:
+        """One training step of the tiny model through a Fabric that uses ``precision``; returns the output."""
+        from fabric_core import Fabric
+
+        device = self._device()
+        strategy = {} if self.strategy is None else {"strategy": self.strategy}
+        fabric = Fabric(accelerator=device.type, devices=1, plugins=[precision], **strategy)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                module = torch.nn.Linear(4, 1)
+            model, optimizer = fabric.setup(module, torch.optim.SGD(module.parameters(), lr=0.05))
+            inputs, target = self._batch()
+            output = model(inputs)
+            fabric.backward(torch.nn.functional.mse_loss(output.float(), target))
+            optimizer.step()
+        finally:
+            fabric.teardown()
+        return output
 
     # -- modules and contexts ----------------------------------------------------------------------
 
@@ -164,6 +253,24 @@ class PrecisionConformance:
                 f"the gradient norm of {name} is {norm.item():.4g} after unscale_gradients, but "
                 f"{expected_norm.item():.4g} in float32: is it still scaled?"
             )
+
+    # -- through Fabric ----------------------------------------------------------------------------
+
+    def test_fabric_calls_every_hook_the_precision_overrides(self) -> None:
+        precision = self._precision()
+        expected, calls = record_hook_calls(precision)
+        self._fabric_step(precision)
+        missing = [hook for hook in expected if hook not in calls]
+        assert not missing, (
+            f"a training step through Fabric never called {missing} of {type(precision).__name__}, which "
+            f"overrides them (calls seen: {calls}): the set-up model or optimizer bypassed the precision"
+        )
+
+    def test_fabric_wrapped_model_returns_the_default_dtype(self) -> None:
+        output = self._fabric_step(self._precision())
+        assert output.dtype == torch.get_default_dtype(), (
+            f"the set-up model returned {output.dtype}, expected the default dtype {torch.get_default_dtype()}"
+        )
 
     def test_main_params_yields_the_optimizer_parameters(self) -> None:
         precision = self._precision()
