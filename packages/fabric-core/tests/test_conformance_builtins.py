@@ -52,10 +52,13 @@ class TestFloat16MixedPrecision(PrecisionConformance):
 
 class TestSingleDeviceStrategy(StrategyConformance):
     strategy_factory = functools.partial(SingleDeviceStrategy, device="cpu")
+    processes = 1  # one process on one device: the two-process checks do not apply
 
 
-class TestDDPStrategyInOneProcess(StrategyConformance):
-    strategy_factory = DDPStrategy  # devices=1: a process group of one, joined in this process
+class TestDDPStrategy(StrategyConformance):
+    # The one-process checks join a process group of one in the test process; the two-process checks
+    # run ranks 0 and 1 over gloo.
+    strategy_factory = DDPStrategy
 
 
 class TestLocalEnvironment(ClusterEnvironmentConformance):

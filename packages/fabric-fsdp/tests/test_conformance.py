@@ -1,4 +1,4 @@
-"""FSDPStrategy and ModelParallelStrategy pass fabric-core's strategy conformance kit (one process)."""
+"""FSDPStrategy and ModelParallelStrategy pass fabric-core's strategy conformance kit (one and two processes)."""
 
 from __future__ import annotations
 
@@ -30,13 +30,14 @@ class ShardedConformance(StrategyConformance):
         assert all(p.grad is not None for p in model.parameters())
 
 
-class TestFSDPStrategyInOneProcess(ShardedConformance):
-    strategy_factory = FSDPStrategy  # devices=1: a process group of one, joined in this process
+class TestFSDPStrategy(ShardedConformance):
+    strategy_factory = FSDPStrategy
 
 
 class TestFSDPStrategyWithFullCheckpoints(ShardedConformance):
     strategy_factory = functools.partial(FSDPStrategy, state_dict_type="full")
 
 
-class TestModelParallelStrategyInOneProcess(ShardedConformance):
-    strategy_factory = functools.partial(ModelParallelStrategy, _data_parallel_only)
+class TestModelParallelStrategy(ShardedConformance):
+    # tensor_parallel_size=1: the mesh is data parallel only (one process, then two), as the function shards.
+    strategy_factory = functools.partial(ModelParallelStrategy, _data_parallel_only, tensor_parallel_size=1)

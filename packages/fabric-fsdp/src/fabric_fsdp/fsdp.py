@@ -325,7 +325,8 @@ class FSDPStrategy(ShardedStrategy):
 
     def __repr__(self) -> str:
         return (
-            f"FSDPStrategy(sharding_strategy={self._sharding_strategy!r}, state_dict_type={self._state_dict_type!r}, "
+            f"{type(self).__name__}(sharding_strategy={self._sharding_strategy!r}, "
+            f"state_dict_type={self._state_dict_type!r}, "
             f"cpu_offload={self._cpu_offload}, backend={self.process_group_backend!r}, "
             f"num_processes={self.num_processes}, num_nodes={self.num_nodes})"
         )

@@ -155,6 +155,6 @@ class ModelParallelStrategy(ShardedStrategy):
     def __repr__(self) -> str:
         dp, tp = self.mesh_shape
         return (
-            f"ModelParallelStrategy(data_parallel_size={dp}, tensor_parallel_size={tp}, "
+            f"{type(self).__name__}(data_parallel_size={dp}, tensor_parallel_size={tp}, "
             f"save_distributed_checkpoint={self._save_distributed_checkpoint}, backend={self.process_group_backend!r})"
         )

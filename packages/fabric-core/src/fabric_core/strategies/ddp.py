@@ -82,7 +82,7 @@ class DDPStrategy(ParallelStrategy):
         unknown = sorted(set(kwargs) - _ddp_parameter_names())
         if unknown:
             raise TypeError(
-                f"DDPStrategy got keyword arguments that DistributedDataParallel does not take: {unknown}. "
+                f"{type(self).__name__} got keyword arguments that DistributedDataParallel does not take: {unknown}. "
                 f"Valid ones: {sorted(_ddp_parameter_names())}."
             )
         self._process_group_backend = process_group_backend
@@ -225,6 +225,6 @@ class DDPStrategy(ParallelStrategy):
 
     def __repr__(self) -> str:
         return (
-            f"DDPStrategy(start_method={self._start_method!r}, backend={self.process_group_backend!r}, "
+            f"{type(self).__name__}(start_method={self._start_method!r}, backend={self.process_group_backend!r}, "
             f"num_processes={self.num_processes}, num_nodes={self.num_nodes})"
         )

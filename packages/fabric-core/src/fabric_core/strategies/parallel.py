@@ -18,7 +18,11 @@ class ParallelStrategy(Strategy, ABC):
     """Base of multi-process strategies: knows the devices of its node, the node count and the cluster.
 
     Ranks come from the cluster environment; a launcher that starts workers itself (spawn, fork) tells
-    each worker its local rank through :meth:`set_local_rank`.
+    each worker its local rank through :meth:`set_local_rank`. The ranks are right as soon as they can
+    be known: from :meth:`connect` on (devices and environment known), and in a started worker from
+    :meth:`set_local_rank` on, so every hook a subclass overrides (``configure_launcher``,
+    ``setup_environment`` before or after ``super()``, ``setup_module``, collectives...) sees the
+    ranks of its own process.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class ParallelStrategy(Strategy, ABC):
             self.cluster_environment = cluster_environment
         if num_nodes is not None:
             self._num_nodes = num_nodes
+        self._update_world_ranks()
 
     @property
     def num_nodes(self) -> int:
@@ -58,6 +63,7 @@ class ParallelStrategy(Strategy, ABC):
     @num_nodes.setter
     def num_nodes(self, num_nodes: int) -> None:
         self._num_nodes = num_nodes
+        self._update_world_ranks()
 
     @property
     def num_processes(self) -> int:
@@ -67,6 +73,12 @@ class ParallelStrategy(Strategy, ABC):
     def set_local_rank(self, rank: int) -> None:
         """Fix this process's local rank (used by launchers that start the workers themselves)."""
         self._local_rank = rank
+        self._update_world_ranks()
+
+    def _update_world_ranks(self) -> None:
+        # Only once both are known: before that, the global rank and world size cannot be computed.
+        if self.cluster_environment is not None and self.parallel_devices is not None:
+            self.set_world_ranks()
 
     @property
     def needs_launch(self) -> bool:
@@ -101,7 +113,12 @@ class ParallelStrategy(Strategy, ABC):
         return {"num_replicas": self.num_nodes * self.num_processes, "rank": self.global_rank}
 
     def set_world_ranks(self) -> None:
-        """Tell the cluster environment this process's global rank and the world size."""
+        """Tell the cluster environment this process's global rank and the world size.
+
+        Runs whenever what the ranks depend on changes (:meth:`connect`, :meth:`set_local_rank`,
+        :attr:`num_nodes`) and again at the start of ``setup_environment``; a subclass that overrides
+        it must stay idempotent.
+        """
         from fabric_core.utilities.rank_zero import rank_zero_state
 
         if self.cluster_environment is not None:

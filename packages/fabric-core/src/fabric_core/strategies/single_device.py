@@ -64,4 +64,4 @@ class SingleDeviceStrategy(Strategy):
         return obj
 
     def __repr__(self) -> str:
-        return f"SingleDeviceStrategy(device={self.root_device})"
+        return f"{type(self).__name__}(device={self.root_device})"
