@@ -78,7 +78,7 @@ def without_plugins(monkeypatch):
 
     def hide(*names: str) -> None:
         hidden = set(names)
-        monkeypatch.setattr(manager, "_entry_points", lambda: [p for p in real_entry_points() if p[0] not in hidden])
+        monkeypatch.setattr(manager, "_entry_points", lambda: [p for p in real_entry_points() if p.name not in hidden])
         reset()
 
     yield hide

@@ -20,13 +20,20 @@ from fabric_core.plugins import manager
 from fabric_core.plugins.manager import PluginLoadWarning, get_registries
 
 #: Classes and a command for fake plugins to point at; a module of its own so laziness is visible.
+#: Each class subclasses its kind's base, as registered targets must.
 TARGETS = """
-class FakeAccelerator: pass
-class FakeStrategy: pass
-class OtherStrategy: pass
-class FakePrecision: pass
-class FakeEnvironment: pass
-class FakeLogger: pass
+from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.loggers.logger import Logger
+from fabric_core.precision.precision import Precision
+from fabric_core.strategies.strategy import Strategy
+
+class FakeAccelerator(Accelerator): pass
+class FakeStrategy(Strategy): pass
+class OtherStrategy(Strategy): pass
+class FakePrecision(Precision): pass
+class FakeEnvironment(ClusterEnvironment): pass
+class FakeLogger(Logger): pass
 
 def hello(args):
     print("hello from a plugin:", " ".join(args))
@@ -118,19 +125,30 @@ class Site:
     def add_module(self, name: str, source: str) -> None:
         (self.root / f"{name}.py").write_text(source)
 
-    def add_distribution(self, name: str, version: str, entry_points: dict[str, str]) -> None:
+    def add_distribution(
+        self, name: str, version: str, entry_points: dict[str, str], requires: tuple[str, ...] = ()
+    ) -> None:
+        """Write ``name``'s dist-info: METADATA (with a ``Requires-Dist`` line per ``requires``) and entry points."""
         info = self.root / f"{name.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        headers = "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{headers}")
         lines = "".join(f"{entry} = {module}\n" for entry, module in entry_points.items())
         (info / "entry_points.txt").write_text(f"[fabric]\n{lines}")
         importlib.invalidate_caches()  # importlib.metadata caches directory listings
 
-    def add_plugin(self, distribution: str, source: str, version: str = "1.0", entry: str | None = None) -> str:
+    def add_plugin(
+        self,
+        distribution: str,
+        source: str,
+        version: str = "1.0",
+        entry: str | None = None,
+        requires: tuple[str, ...] = (),
+    ) -> str:
         """Install ``distribution`` with one plugin module holding ``source``; returns the module name."""
         module = distribution.replace("-", "_") + "_plugin"
         self.add_module(module, source)
-        self.add_distribution(distribution, version, {entry or distribution.replace("-", "_"): module})
+        self.add_distribution(distribution, version, {entry or distribution.replace("-", "_"): module}, requires)
         return module
 
 

@@ -72,18 +72,6 @@ def test_lazy_target_is_imported_only_when_loaded(site) -> None:
 # -- discovery is lazy and cached ------------------------------------------------------------------
 
 
-def test_first_fabric_imports_no_pluggy() -> None:
-    # Discovery reads the @hookimpl marks itself; pluggy (about 5 ms to import) is left for those
-    # who build a PluginManager.
-    code = (
-        "import sys; from fabric_core import Fabric; Fabric(accelerator='cpu'); "
-        "print('pluggy' in sys.modules, 'fabric_core.plugins.manager' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True"]
-
-
 def test_import_fabric_core_loads_no_plugin_machinery() -> None:
     code = "import fabric_core, sys; print('pluggy' in sys.modules, 'fabric_core.plugins.manager' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -223,7 +211,7 @@ def test_specname_names_the_hook_a_function_implements(site) -> None:
 @pytest.mark.parametrize(
     ("decorator", "message"),
     [
-        ("@hookimpl(wrapper=True)\ndef fabric_register_strategies(registry):", "hook wrapper"),
+        ("@hookimpl(wrapper=True)\ndef fabric_register_strategies(registry):\n    yield", "hook wrapper"),
         ("@hookimpl\ndef fabric_register_strategy(registry):", "no fabric hook of that name"),
         ("@hookimpl(specname='fabric_register_nothing')\ndef f(registry):", "fabric_register_nothing"),
     ],
@@ -263,6 +251,148 @@ def test_strict_mode_error_does_not_claim_the_plugin_was_skipped(site, monkeypat
         get_registries()
     assert "Skipping" not in str(info.value)
     assert f"{manager.STRICT_ENV}=1 to make this an error" not in str(info.value)
+
+
+# -- pluggy's semantics --------------------------------------------------------------------------------
+
+ENVIRONMENT_PLUGIN = """
+from fabric_core.plugins import hookimpl
+
+@hookimpl{options}
+def fabric_register_cluster_environments(registry):
+    registry.register({name!r}, "fake_targets:FakeEnvironment")
+"""
+
+
+def _environment_plugin(name: str, options: str = "") -> str:
+    return ENVIRONMENT_PLUGIN.format(name=name, options=options)
+
+
+def _environments() -> list[str]:
+    """The cluster environments in detection order."""
+    return [entry.name for entry in get_registries().cluster_environments]
+
+
+def test_tryfirst_environment_is_detected_before_the_core_environments(site) -> None:
+    site.add_plugin("fake-scheduler", _environment_plugin("my_scheduler", "(tryfirst=True)"))
+    assert _environments()[0] == "my_scheduler"
+
+
+def test_plain_environment_is_detected_after_the_core_environments(site) -> None:
+    site.add_plugin("fake-scheduler", _environment_plugin("my_scheduler"))
+    assert _environments()[-1] == "my_scheduler"
+
+
+def test_trylast_environment_is_detected_after_other_plugins_environments(site) -> None:
+    # Without trylast, "fake-a" would come first: plugins are called in distribution-name order.
+    site.add_plugin("fake-a", _environment_plugin("last_resort", "(trylast=True)"))
+    site.add_plugin("fake-b", _environment_plugin("plain"))
+    assert _environments()[-2:] == ["plain", "last_resort"]
+
+
+def test_optionalhook_for_a_hook_fabric_does_not_have_is_accepted(site) -> None:
+    # A plugin may implement a hook from a later fabric-core; strict mode is on, so a failure would raise.
+    source = site.strategy_plugin("still_here") + textwrap.dedent(
+        """
+        @hookimpl(optionalhook=True)
+        def fabric_register_hook_of_the_future(registry):
+            raise AssertionError("never called")
+        """
+    )
+    site.add_plugin("fake-future", source)
+    registries = get_registries()
+    assert "still_here" in registries.strategies
+    assert site.info_of(registries, "fake-future").errors == []
+
+
+def test_hookimpl_with_an_argument_the_hook_lacks_is_that_plugins_failure(site, lenient: None) -> None:
+    source = textwrap.dedent(
+        """
+        from fabric_core.plugins import hookimpl
+
+        @hookimpl
+        def fabric_register_strategies(registry, device):
+            registry.register("never", "fake_targets:FakeStrategy")
+        """
+    )
+    site.add_plugin("fake-greedy", source, version="0.4")
+    with pytest.warns(PluginLoadWarning, match=r"fake-greedy 0\.4.*'device'"):
+        registries = get_registries()
+    assert "never" not in registries.strategies
+
+
+def test_hookimpl_without_arguments_is_called_as_pluggy_calls_it(site) -> None:
+    # pluggy passes an implementation only the arguments it declares.
+    source = textwrap.dedent(
+        """
+        from fabric_core.plugins import hookimpl
+
+        CALLS = []
+
+        @hookimpl
+        def fabric_register_strategies():
+            CALLS.append("called")
+        """
+    )
+    module = site.add_plugin("fake-quiet", source)
+    assert site.info_of(get_registries(), "fake-quiet").errors == []
+    assert sys.modules[module].CALLS == ["called"]
+
+
+OBJECT_PLUGIN = """
+from fabric_core.plugins import hookimpl
+
+@hookimpl
+def fabric_register_strategies(registry):
+    registry.register("from_the_module", "fake_targets:FakeStrategy")
+
+class Plugin:
+    @hookimpl
+    def fabric_register_strategies(self, registry):
+        registry.register("from_the_object", "fake_targets:FakeStrategy")
+
+plugin = Plugin()
+"""
+
+
+def test_entry_point_naming_an_object_registers_that_objects_hooks(site) -> None:
+    site.add_module("fake_object_plugin", OBJECT_PLUGIN)
+    site.add_distribution("fake-object", "1.0", {"object": "fake_object_plugin:plugin"})
+    registries = get_registries()
+    assert registries.strategies.get("from_the_object").distribution == "fake-object"
+    assert "from_the_module" not in registries.strategies
+
+
+def test_entry_point_naming_a_missing_object_is_that_plugins_failure(site, lenient: None) -> None:
+    site.add_module("fake_object_plugin", OBJECT_PLUGIN)
+    site.add_distribution("fake-object", "1.0", {"object": "fake_object_plugin:no_such_plugin"})
+    with pytest.warns(PluginLoadWarning, match=r"fake-object 1\.0.*no_such_plugin"):
+        get_registries()
+
+
+def test_distribution_twice_on_sys_path_is_one_plugin(site, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same distribution, its name spelled another way, in a second folder that comes first on sys.path.
+    module = site.add_plugin("fake-twice", site.strategy_plugin("twice_strategy"), version="1.0")
+    (tmp_path / "shadow").mkdir()
+    shadow = type(site)(tmp_path / "shadow")
+    shadow.add_distribution("Fake.Twice", "2.0", {"fake_twice": module})
+    monkeypatch.syspath_prepend(str(shadow.root))
+    registries = get_registries()
+    (info,) = [p for p in registries.plugins if p.distribution.lower().replace(".", "-") == "fake-twice"]
+    assert info.version == "2.0"  # the copy Python imports: the first on sys.path
+    assert registries.strategies.get("twice_strategy").version == "2.0"
+    assert "twice_strategy" not in registries.strategies.conflicts
+
+
+def test_unzipped_egg_directory_is_found(site, monkeypatch: pytest.MonkeyPatch) -> None:
+    egg = site.root / "fake_egg-1.5-py3.egg"
+    (egg / "EGG-INFO").mkdir(parents=True)
+    (egg / "EGG-INFO" / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: fake-egg\nVersion: 1.5\n")
+    (egg / "EGG-INFO" / "entry_points.txt").write_text("[fabric]\nfake_egg = fake_egg_plugin\n")
+    (egg / "fake_egg_plugin.py").write_text(site.strategy_plugin("egg_strategy"))
+    monkeypatch.syspath_prepend(str(egg))  # what easy-install.pth does for an installed egg
+    entry = get_registries().strategies.get("egg_strategy")
+    assert (entry.distribution, entry.version) == ("fake-egg", "1.5")
 
 
 # -- disabling plugins -------------------------------------------------------------------------------

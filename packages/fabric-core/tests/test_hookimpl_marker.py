@@ -1,64 +1,80 @@
-"""fabric's ``hookimpl`` marks functions so that pluggy's PluginManager registers them too."""
+"""``fabric_core.plugins.hookimpl`` is pluggy's own marker, and the hook specifications are pluggy's."""
 
 from __future__ import annotations
 
 import types
 
 import pluggy
-import pytest
 
-from fabric_core.plugins import HookimplMarker, hookimpl, hookspecs
+from fabric_core.plugins import hookimpl, hookspecs
+from fabric_core.plugins._hooks import HOOKS
 
 
-def _plugin_module(marker: object) -> types.ModuleType:
+def _plugin_module(marker: pluggy.HookimplMarker) -> types.ModuleType:
     module = types.ModuleType("a_plugin")
 
     def fabric_register_strategies(registry):
-        registry.append("first")
+        registry.append("strategies")
 
     def fabric_register_loggers(registry):
-        registry.append("logger")
+        registry.append("loggers")
 
-    module.fabric_register_strategies = marker(fabric_register_strategies)  # type: ignore[operator]
-    module.fabric_register_loggers = marker(tryfirst=True)(fabric_register_loggers)  # type: ignore[operator]
+    module.fabric_register_strategies = marker(fabric_register_strategies)  # type: ignore[attr-defined]
+    module.fabric_register_loggers = marker(tryfirst=True)(fabric_register_loggers)  # type: ignore[attr-defined]
     return module
 
 
-def test_hookimpl_sets_the_same_attribute_as_pluggys_marker() -> None:
-    def ours(registry):
-        pass
+def _manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager("fabric")
+    manager.add_hookspecs(hookspecs)
+    return manager
 
-    def theirs(registry):
-        pass
 
-    hookimpl(tryfirst=True, specname="fabric_register_loggers")(ours)
-    pluggy.HookimplMarker("fabric")(tryfirst=True, specname="fabric_register_loggers")(theirs)
-    assert ours.fabric_impl == theirs.fabric_impl  # type: ignore[attr-defined]
+def test_hookimpl_is_pluggys_marker_for_the_fabric_project() -> None:
+    assert isinstance(hookimpl, pluggy.HookimplMarker)
+    assert hookimpl.project_name == "fabric"
+
+
+def test_hookspecs_declare_every_hook_with_one_registry_argument() -> None:
+    manager = _manager()
+    for name in HOOKS:
+        assert getattr(manager.hook, name).spec.argnames == ("registry",)
 
 
 def test_pluggy_plugin_manager_calls_functions_marked_with_hookimpl() -> None:
-    manager = pluggy.PluginManager("fabric")
-    manager.add_hookspecs(hookspecs)
+    manager = _manager()
     manager.register(_plugin_module(hookimpl))
     calls: list[str] = []
     manager.hook.fabric_register_strategies(registry=calls)
     manager.hook.fabric_register_loggers(registry=calls)
-    assert calls == ["first", "logger"]
+    assert calls == ["strategies", "loggers"]
 
 
 def test_marker_for_another_project_is_ignored_by_fabric() -> None:
-    manager = pluggy.PluginManager("fabric")
-    manager.add_hookspecs(hookspecs)
-    manager.register(_plugin_module(HookimplMarker("other")))
+    manager = _manager()
+    manager.register(_plugin_module(pluggy.HookimplMarker("other")))
     assert manager.hook.fabric_register_strategies.get_hookimpls() == []
 
 
-def test_hookimpl_rejects_what_is_not_a_function() -> None:
-    with pytest.raises(TypeError, match="marks functions"):
-        hookimpl("fabric_register_strategies")
+def test_discovery_finds_the_same_hooks_in_a_module_as_pluggy() -> None:
+    # Discovery's PluginManager passes over a module's unmarked attributes quickly; the result must not change.
+    from fabric_core.plugins.manager import _PluginManager
 
-
-@pytest.mark.parametrize("name", ["", None, 3])
-def test_marker_needs_a_project_name(name: object) -> None:
-    with pytest.raises(TypeError, match="project name"):
-        HookimplMarker(name)  # type: ignore[arg-type]
+    module = _plugin_module(hookimpl)
+    module.helper = lambda registry: None  # type: ignore[attr-defined]
+    module.CONSTANT = 3  # type: ignore[attr-defined]
+    module.renamed = hookimpl(specname="fabric_register_precisions")(lambda registry: None)  # type: ignore[attr-defined]
+    found = []
+    for manager in (pluggy.PluginManager("fabric"), _PluginManager("fabric")):
+        manager.add_hookspecs(hookspecs)
+        manager.register(module)
+        found.append(sorted((caller.name, len(caller.get_hookimpls())) for caller in manager.get_hookcallers(module)))
+    assert (
+        found[0]
+        == found[1]
+        == [
+            ("fabric_register_loggers", 1),
+            ("fabric_register_precisions", 1),
+            ("fabric_register_strategies", 1),
+        ]
+    )

@@ -185,32 +185,26 @@ def _processes_per_node(accelerator: str | None, devices: str | None) -> int:
 
 def _accelerator_class(name: str | None) -> type:
     from fabric_core.plugins.manager import get_registries
+    from fabric_core.resolution import ask, available_accelerators
 
     registry = get_registries().accelerators
     if name is not None and name not in ("auto", "gpu"):
         try:
-            cls = registry.get(name).load()
-        except (ValueError, ImportError) as err:
+            entry = registry.get(name)
+            available = ask(entry, "is_available")
+        except (ValueError, ImportError, TypeError, RuntimeError) as err:
             raise UsageError(f"--accelerator={name}: {err}") from err
-        if not cls.is_available():
+        if not available:
             raise UsageError(f"--accelerator={name}: the {name} accelerator is not available here.")
-        return cls
-    candidates, gpus = [], []
-    for entry in registry:
-        try:
-            cls = entry.load()
-        except ImportError:
-            continue  # a broken plugin was already reported by plugin discovery; it cannot be picked
-        if cls.is_gpu:
-            gpus.append(entry.name)
-        if (name != "gpu" or cls.is_gpu) and cls.is_available():
-            candidates.append(cls)
+        return entry.load()
+    # A broken plugin's accelerator is skipped with a warning, as Fabric(accelerator="auto") does.
+    candidates, gpus = available_accelerators(registry, gpu_only=name == "gpu")
     if not candidates:
         raise UsageError(
             f"--accelerator={name}: no GPU accelerator is available here (GPU accelerators: "
             f"{', '.join(gpus) or 'none installed'})."
         )
-    return max(candidates, key=lambda cls: cls.priority)
+    return candidates[0].load()
 
 
 def _default_port(num_nodes: int) -> int:

@@ -1,6 +1,7 @@
 """The plugin system: ``hookimpl`` for plugin authors, the registries for everyone else.
 
-A plugin module, named by an entry point in the ``fabric`` group, implements hooks::
+A plugin module, named by an entry point in the ``fabric`` group, implements hooks; ``hookimpl`` is
+pluggy's ``HookimplMarker("fabric")``::
 
     from fabric_core.plugins import hookimpl
 
@@ -14,13 +15,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fabric_core.plugins._hooks import HookimplMarker, hookimpl
+    from fabric_core.plugins.hookspecs import hookimpl
     from fabric_core.plugins.manager import PluginError, PluginInfo, PluginLoadWarning, Registries
     from fabric_core.plugins.registry import Entry, Registry
 
 __all__ = [
     "Entry",
-    "HookimplMarker",
     "PluginError",
     "PluginInfo",
     "PluginLoadWarning",
@@ -33,11 +33,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # hookimpl is needed by every plugin module (and imports no pluggy); the rest only when Fabric resolves names.
-    if name in ("hookimpl", "HookimplMarker"):
-        from fabric_core.plugins import _hooks
+    # Loaded on first use: nothing here runs at `import fabric_core`, only when plugins are discovered.
+    if name == "hookimpl":
+        from fabric_core.plugins.hookspecs import hookimpl
 
-        return getattr(_hooks, name)
+        return hookimpl
     if name in ("Entry", "Registry"):
         from fabric_core.plugins import registry
 

@@ -88,3 +88,15 @@ def fabric_register_cluster_environments(registry):
     registry.register("lsf", "fabric_core.environments.lsf:LSFEnvironment", description="IBM LSF (jsrun)")
     registry.register("mpi", "fabric_core.environments.mpi:MPIEnvironment", description="MPI (needs mpi4py)")
     registry.register("local", "fabric_core.environments.local:LocalEnvironment", description="plain local run")
+
+
+@hookimpl
+def fabric_register_cli_commands(registry):
+    # Registered like any plugin's commands, so a plugin command named `run` or `plugins` meets the
+    # same rule as any other core name: the built-in is kept and the clash is reported.
+    registry.register(
+        "run", "fabric_core.cli.run:main", description="Run a training script on several processes and/or nodes"
+    )
+    registry.register(
+        "plugins", "fabric_core.cli.plugins:main", description="List the installed plugins and what they register"
+    )

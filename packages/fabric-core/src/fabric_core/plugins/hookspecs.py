@@ -1,8 +1,11 @@
-"""The hooks a fabric plugin implements. Each receives a registry to add names to.
+"""The hooks a fabric plugin implements, as pluggy hook specifications, and the ``hookimpl`` marker.
 
-A plugin is a module named by an entry point in the ``fabric`` group::
+A plugin is a module (or any object) named by an entry point in the ``fabric`` group::
 
     # pyproject.toml of your distribution
+    [project]
+    dependencies = ["fabric-core>=0.1,<0.2"]
+
     [project.entry-points.fabric]
     my_plugin = "my_package.fabric_plugin"
 
@@ -12,18 +15,27 @@ A plugin is a module named by an entry point in the ``fabric`` group::
     @hookimpl
     def fabric_register_strategies(registry):
         registry.register("my_strategy", "my_package.strategy:MyStrategy", description="...")
+
+``hookimpl`` is pluggy's ``HookimplMarker("fabric")``: ``tryfirst``, ``trylast``, ``optionalhook`` and
+``specname`` mean what pluggy documents. Each hook is called once per plugin with one argument,
+``registry``.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
-from fabric_core.plugins._hooks import HOOKS, PROJECT
-from fabric_core.plugins.registry import Registry
+from fabric_core.plugins._hooks import PROJECT
 
-__all__ = ["HOOKS", "hookspec"]
+if TYPE_CHECKING:
+    from fabric_core.plugins.registry import Registry
+
+__all__ = ["hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
