@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fabric_core.plugins._hooks import CORE_DISTRIBUTION
+from fabric_core.plugins._hooks import CORE_DISTRIBUTION, HOOKS
 
 #: Names provided by first-party packages, so an unknown name can say what to install.
 FIRST_PARTY: dict[str, dict[str, str]] = {
@@ -61,14 +61,8 @@ BASES = {
     "loggers": "fabric_core.loggers.logger:Logger",
 }
 
-HOOK_OF_KIND = {
-    "accelerators": "fabric_register_accelerators",
-    "strategies": "fabric_register_strategies",
-    "precisions": "fabric_register_precisions",
-    "cluster_environments": "fabric_register_cluster_environments",
-    "loggers": "fabric_register_loggers",
-    "commands": "fabric_register_cli_commands",
-}
+#: kind -> the hook that fills it
+HOOK_OF_KIND = {kind: hook for hook, kind in HOOKS.items()}
 
 
 def load_target(target: Any) -> Any:
