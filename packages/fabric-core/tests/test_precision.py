@@ -15,9 +15,9 @@ from torch import nn
 import fabric_core
 import fabric_core.wrappers
 from fabric_core.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
-from fabric_core.precision.precision import cast_floating, changes_forward
+from fabric_core.precision.precision import changes_forward
 from fabric_core.testing.precision import PrecisionConformance, record_hook_calls
-from fabric_core.utilities.apply_func import convert_fp_collection
+from fabric_core.utilities.apply_func import apply_to_collection, convert_fp_collection, convert_fp_tensor
 from fabric_core.wrappers import _forward_path
 
 Pair = namedtuple("Pair", ["features", "label"])
@@ -604,8 +604,8 @@ def test_the_kit_leaves_a_precision_class_with_slots_recordable():
     ids=["tensor", "one", "several", "mixed-values", "already-bf16", "parameter", "list", "args-kwargs"],
 )
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
-def test_cast_floating_matches_the_collection_walk(data, dtype):
-    fast, walked = cast_floating(data, dtype), convert_fp_collection(data, dtype)
+def test_convert_fp_collection_short_paths_match_the_collection_walk(data, dtype):
+    fast, walked = convert_fp_collection(data, dtype), apply_to_collection(data, torch.Tensor, convert_fp_tensor, dtype)
     assert type(fast) is type(walked)
     fast_leaves, walked_leaves = torch.utils._pytree.tree_leaves(fast), torch.utils._pytree.tree_leaves(walked)
     assert len(fast_leaves) == len(walked_leaves)
@@ -616,10 +616,12 @@ def test_cast_floating_matches_the_collection_walk(data, dtype):
             assert a == b
 
 
-def test_cast_floating_returns_tensors_already_in_the_dtype_themselves():
+def test_convert_fp_collection_returns_tensors_already_in_the_dtype_themselves():
     tensor = torch.ones(2, dtype=torch.bfloat16)
     args = (tensor,)
-    assert cast_floating(tensor, torch.bfloat16) is tensor and cast_floating(args, torch.bfloat16) is args
+    assert (
+        convert_fp_collection(tensor, torch.bfloat16) is tensor and convert_fp_collection(args, torch.bfloat16) is args
+    )
 
 
 def test_keyword_inputs_of_a_set_up_model_are_cast_too():

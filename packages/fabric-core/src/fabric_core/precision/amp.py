@@ -10,7 +10,8 @@ from torch import Tensor
 from torch.nn import Module
 from torch.optim import LBFGS, Optimizer
 
-from fabric_core.precision.precision import Precision, cast_floating
+from fabric_core.precision.precision import Precision
+from fabric_core.utilities.apply_func import convert_fp_collection
 
 _DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -62,10 +63,10 @@ class MixedPrecision(Precision):
         return torch.autocast(self.device, dtype=self._dtype)
 
     def convert_input(self, data: Any) -> Any:
-        return cast_floating(data, self._dtype)
+        return convert_fp_collection(data, self._dtype)
 
     def convert_output(self, data: Any) -> Any:
-        return cast_floating(data, torch.get_default_dtype())
+        return convert_fp_collection(data, torch.get_default_dtype())
 
     def pre_backward(self, tensor: Tensor, module: Module | None) -> Tensor:
         if self.scaler is not None:

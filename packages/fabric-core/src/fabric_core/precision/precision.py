@@ -11,17 +11,6 @@ from torch import Tensor
 from torch.nn import Module
 from torch.optim import Optimizer
 
-from fabric_core.utilities.apply_func import convert_fp_collection
-
-# The dtype-named Tensor methods cast like ``tensor.to(dtype)`` without its argument parsing (about a
-# microsecond less per call, which a forward pays twice: inputs and outputs).
-_CASTS = {
-    torch.float16: Tensor.half,
-    torch.bfloat16: Tensor.bfloat16,
-    torch.float32: Tensor.float,
-    torch.float64: Tensor.double,
-}
-
 
 @contextmanager
 def default_dtype(dtype: torch.dtype) -> Generator[None, None, None]:
@@ -32,32 +21,6 @@ def default_dtype(dtype: torch.dtype) -> Generator[None, None, None]:
         yield
     finally:
         torch.set_default_dtype(previous)
-
-
-def cast_floating(data: Any, dtype: torch.dtype) -> Any:
-    """Cast every floating-point tensor in ``data`` (a tensor or a nested collection) to ``dtype``.
-
-    Other tensors and values, and tensors already in ``dtype``, are left as they are. A tensor and a
-    tuple of tensors (a forward's positional arguments) take a short path; anything else goes through
-    :func:`~fabric_core.utilities.apply_func.convert_fp_collection`, with the same result.
-
-    Example::
-
-        cast_floating((torch.ones(2), torch.arange(2)), torch.bfloat16)  # (bfloat16 ones, the int64 arange)
-    """
-    cast = _CASTS.get(dtype)
-    if cast is None:
-        return convert_fp_collection(data, dtype)
-    if isinstance(data, Tensor):
-        return cast(data) if data.is_floating_point() and data.dtype != dtype else data
-    if type(data) is tuple:
-        if len(data) == 1:  # model(x), the most common call
-            (item,) = data
-            if isinstance(item, Tensor):
-                return (cast(item),) if item.is_floating_point() and item.dtype != dtype else data
-        elif all(isinstance(item, Tensor) for item in data):
-            return tuple([cast(t) if t.is_floating_point() and t.dtype != dtype else t for t in data])
-    return convert_fp_collection(data, dtype)
 
 
 class Precision:

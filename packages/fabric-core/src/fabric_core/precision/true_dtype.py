@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.nn import Module
 
-from fabric_core.precision.precision import Precision, cast_floating, default_dtype
+from fabric_core.precision.precision import Precision, default_dtype
+from fabric_core.utilities.apply_func import convert_fp_collection
 
 
 class TrueDtypePrecision(Precision):
@@ -24,10 +25,10 @@ class TrueDtypePrecision(Precision):
         return module.to(dtype=self._dtype)
 
     def convert_input(self, data: Any) -> Any:
-        return cast_floating(data, self._dtype)
+        return convert_fp_collection(data, self._dtype)
 
     def convert_output(self, data: Any) -> Any:
-        return cast_floating(data, torch.get_default_dtype())
+        return convert_fp_collection(data, torch.get_default_dtype())
 
     def forward_context(self) -> AbstractContextManager:
         return default_dtype(self._dtype)

@@ -66,17 +66,43 @@ def move_data_to_device(data: Any, device: torch.device | str | int) -> Any:
     return apply_to_collection(data, Tensor, _move, device)
 
 
+# The dtype-named Tensor methods cast like ``tensor.to(dtype)`` without its argument parsing (about a
+# microsecond less per call, which a precision's forward pays twice: inputs and outputs).
+_CASTS = {
+    torch.float16: Tensor.half,
+    torch.bfloat16: Tensor.bfloat16,
+    torch.float32: Tensor.float,
+    torch.float64: Tensor.double,
+}
+
+
 def convert_fp_tensor(tensor: Tensor, dtype: torch.dtype) -> Tensor:
-    """Cast a floating-point tensor to ``dtype``; other tensors are returned unchanged."""
-    return tensor.to(dtype) if tensor.is_floating_point() and tensor.dtype != dtype else tensor
+    """Cast a floating-point tensor to ``dtype``; other tensors, and those already in ``dtype``, are returned as is."""
+    if not tensor.is_floating_point() or tensor.dtype == dtype:
+        return tensor
+    cast = _CASTS.get(dtype)
+    return cast(tensor) if cast is not None else tensor.to(dtype)
 
 
 def convert_fp_collection(data: Any, dtype: torch.dtype) -> Any:
-    """Cast every floating-point tensor inside ``data`` to ``dtype``."""
+    """Cast every floating-point tensor inside ``data`` to ``dtype``.
+
+    A tensor and a tuple of tensors (a forward's positional arguments) take a short path; a call's
+    single tensor argument already in ``dtype`` comes back as the same tuple.
+
+    Example::
+
+        convert_fp_collection((torch.ones(2), torch.arange(2)), torch.bfloat16)  # (bfloat16 ones, the int64 arange)
+    """
     if isinstance(data, Tensor):
         return convert_fp_tensor(data, dtype)
-    if type(data) is tuple and all(isinstance(item, Tensor) for item in data):  # forward's positional args
-        return tuple(convert_fp_tensor(item, dtype) for item in data)
+    if type(data) is tuple:
+        if len(data) == 1 and isinstance(data[0], Tensor):  # model(x), the most common call
+            item = data[0]
+            converted = convert_fp_tensor(item, dtype)
+            return data if converted is item else (converted,)
+        if all(isinstance(item, Tensor) for item in data):
+            return tuple([convert_fp_tensor(item, dtype) for item in data])
     return apply_to_collection(data, Tensor, convert_fp_tensor, dtype)
 
 
