@@ -285,8 +285,7 @@ class Registry:
         self._add(entry)
 
     def _add(self, entry: Entry) -> None:
-        check_registration(self.label, entry.name, entry.target)
-        entry.kind = entry.kind or self.kind
+        # Both ways in (register() and a plugin's ScopedRegistry) have checked the entry with _check_new.
         candidates = self._candidates.setdefault(entry.name, [])
         candidates.append(entry)
         core = [e for e in candidates if e.is_core]
