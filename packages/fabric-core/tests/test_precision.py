@@ -16,6 +16,7 @@ import fabric_core
 import fabric_core.wrappers
 from fabric_core.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
 from fabric_core.precision.precision import changes_forward
+from fabric_core.strategies import SingleDeviceStrategy
 from fabric_core.testing.precision import PrecisionConformance, record_hook_calls
 from fabric_core.utilities.apply_func import apply_to_collection, convert_fp_collection, convert_fp_tensor
 from fabric_core.wrappers import _forward_path
@@ -237,20 +238,28 @@ def _model_and_optimizer(optimizer_cls=torch.optim.SGD, **kwargs):
     return model, optimizer_cls(model.parameters(), lr=0.1, **kwargs)
 
 
+def _on_cpu(precision: Precision) -> SingleDeviceStrategy:
+    """A strategy holding ``precision``: what a set-up model's forward path is derived from."""
+    return SingleDeviceStrategy(device="cpu", precision=precision)
+
+
 def _loss(model: nn.Module) -> torch.Tensor:
     x = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
     return model(x).pow(2).mean()
 
 
-def test_pre_backward_multiplies_the_loss_by_the_scale():
+def test_backward_multiplies_the_loss_by_the_scale():
+    # Scaled in backward itself (as in Lightning), so a strategy calling precision.backward(loss) scales.
     plugin = _mixed("16-mixed", scaler=torch.amp.GradScaler("cpu", init_scale=256.0))
-    loss = torch.tensor(1.5)
-    assert plugin.pre_backward(loss, None).item() == pytest.approx(384.0)
+    weight = torch.tensor(2.0, requires_grad=True)
+    plugin.backward(weight * 1.5, None)
+    assert weight.grad.item() == pytest.approx(384.0)
 
 
-def test_pre_backward_of_bf16_mixed_leaves_the_loss_alone():
-    loss = torch.tensor(1.5)
-    assert _mixed("bf16-mixed").pre_backward(loss, None) is loss
+def test_backward_of_bf16_mixed_leaves_the_loss_alone():
+    weight = torch.tensor(2.0, requires_grad=True)
+    _mixed("bf16-mixed").backward(weight * 1.5, None)
+    assert weight.grad.item() == pytest.approx(1.5)
 
 
 def test_optimizer_step_through_the_scaler_applies_the_unscaled_gradient():
@@ -259,7 +268,7 @@ def test_optimizer_step_through_the_scaler_applies_the_unscaled_gradient():
     reference, reference_optimizer = _model_and_optimizer()
     _loss(reference).backward()
     reference_optimizer.step()
-    plugin.pre_backward(_loss(model), model).backward()
+    plugin.backward(_loss(model), model)
     plugin.optimizer_step(optimizer)
     torch.testing.assert_close(model.weight, reference.weight)
     torch.testing.assert_close(model.bias, reference.bias)
@@ -271,7 +280,7 @@ def test_optimizer_step_calls_the_scaler_update(monkeypatch):
     calls = []
     original_update = plugin.scaler.update
     monkeypatch.setattr(plugin.scaler, "update", lambda *a, **k: calls.append(1) or original_update(*a, **k))
-    plugin.pre_backward(_loss(model), model).backward()
+    plugin.backward(_loss(model), model)
     plugin.optimizer_step(optimizer)
     assert calls == [1]
 
@@ -280,7 +289,7 @@ def test_a_step_with_infinite_gradients_is_skipped_and_the_scale_backs_off():
     plugin = _mixed("16-mixed", scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
     model, optimizer = _model_and_optimizer()
     before = [p.detach().clone() for p in model.parameters()]
-    plugin.pre_backward(_loss(model), model).backward()
+    plugin.backward(_loss(model), model)
     model.weight.grad[0, 0] = float("inf")
     plugin.optimizer_step(optimizer)
     for param, old in zip(model.parameters(), before):
@@ -316,7 +325,7 @@ def test_unscale_gradients_then_optimizer_step_does_not_unscale_twice():
     reference, reference_optimizer = _model_and_optimizer()
     _loss(reference).backward()
     reference_optimizer.step()
-    plugin.pre_backward(_loss(model), model).backward()
+    plugin.backward(_loss(model), model)
     plugin.unscale_gradients(optimizer)
     plugin.optimizer_step(optimizer)
     torch.testing.assert_close(model.weight, reference.weight)
@@ -327,7 +336,7 @@ def test_unscale_gradients_divides_the_gradients_by_the_scale():
     model, _ = _model_and_optimizer()
     reference, _ = _model_and_optimizer()
     _loss(reference).backward()
-    plugin.pre_backward(_loss(model), model).backward()
+    plugin.backward(_loss(model), model)
     plugin.unscale_gradients(torch.optim.SGD(model.parameters(), lr=0.1))
     torch.testing.assert_close(model.weight.grad, reference.weight.grad)
 
@@ -335,7 +344,7 @@ def test_unscale_gradients_divides_the_gradients_by_the_scale():
 def test_state_dict_round_trips_the_scale_after_a_backoff():
     plugin = _mixed("16-mixed", scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
     model, optimizer = _model_and_optimizer()
-    plugin.pre_backward(_loss(model), model).backward()
+    plugin.backward(_loss(model), model)
     model.weight.grad.fill_(float("nan"))
     plugin.optimizer_step(optimizer)
     state = plugin.state_dict()
@@ -524,7 +533,7 @@ def test_a_forward_hook_set_on_the_instance_is_called_in_forward():
 
 def test_32_true_lets_the_set_up_model_call_the_module_directly():
     module = nn.Linear(2, 2)
-    assert _forward_path(module, Precision()) is module
+    assert _forward_path(module, _on_cpu(Precision())) is module
 
 
 @pytest.mark.parametrize(
@@ -534,7 +543,7 @@ def test_32_true_lets_the_set_up_model_call_the_module_directly():
 )
 def test_a_precision_overriding_a_forward_hook_puts_the_hooks_in_the_forward_path(factory):
     module = nn.Linear(2, 2)
-    assert changes_forward(factory()) and _forward_path(module, factory()) is not module
+    assert changes_forward(factory()) and _forward_path(module, _on_cpu(factory())) is not module
 
 
 def test_a_subclass_that_overrides_no_forward_hook_keeps_the_direct_call():
@@ -566,9 +575,9 @@ def test_the_kit_fails_when_the_set_up_model_skips_the_precision(monkeypatch):
 def test_the_kit_fails_when_forward_context_is_called_but_never_entered(monkeypatch):
     real = fabric_core.wrappers._forward_path
 
-    def calls_without_entering(module, precision):
-        precision.forward_context()
-        return real(module, Precision())
+    def calls_without_entering(module, strategy):
+        strategy.precision.forward_context()
+        return real(module, _on_cpu(Precision()))
 
     monkeypatch.setattr(fabric_core.wrappers, "_forward_path", calls_without_entering)
     with pytest.raises(AssertionError, match=r"never called \['forward_context\(\) entered'\]"):

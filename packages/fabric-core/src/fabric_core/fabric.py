@@ -21,13 +21,14 @@ from torch.utils.data import DataLoader
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.loggers.logger import Logger
-from fabric_core.precision.precision import Precision
+from fabric_core.precision.precision import Precision, needs_fabric_backward
 from fabric_core.resolution import is_using_cli, resolve
 from fabric_core.strategies.strategy import Strategy
 from fabric_core.utilities.apply_func import apply_to_collection, convert_to_tensors, move_data_to_device
 from fabric_core.utilities.rank_zero import rank_zero_deprecation, rank_zero_state, rank_zero_warn
 from fabric_core.utilities.seed import seed_everything as _seed_everything
 from fabric_core.wrappers import (
+    _BackwardState,
     _FabricDataLoader,
     _FabricModule,
     _FabricOptimizer,
@@ -64,6 +65,31 @@ def _is_failure(error: BaseException | None) -> bool:
     if error is None:
         return False
     return not (isinstance(error, SystemExit) and error.code in (None, 0))
+
+
+def _weights_only(weights_only: Any) -> dict[str, bool]:
+    """The ``weights_only`` keyword for the strategy: only when one was asked for, so older strategies still load."""
+    if weights_only is None:
+        return {}
+    if not isinstance(weights_only, bool):
+        raise TypeError(f"weights_only={weights_only!r}: expected True, False or None (the checkpoint IO's default).")
+    return {"weights_only": weights_only}
+
+
+def _accepted_arguments(method: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``kwargs`` that ``method`` accepts by name (all of them when it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return kwargs  # no signature to read (a builtin): pass everything and let the call decide
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return kwargs
+    named = {
+        name
+        for name, p in parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return {key: value for key, value in kwargs.items() if key in named}
 
 
 def _check_path(path: Any, method: str) -> None:
@@ -116,12 +142,12 @@ class Fabric:
         self._precision = resolved.precision
         self._callbacks = resolved.callbacks
         self._loggers = resolved.loggers
+        self._needs_backward = needs_fabric_backward(self._strategy)
         self._models_setup = 0
         self._launched = False
         self._torn_down = False
         self._run_failed = False
         self._uncaught_before_run: BaseException | None = None
-        self._set_up_modules: weakref.WeakSet[Module] = weakref.WeakSet()
         self._wrapped_modules: weakref.WeakSet[_FabricModule] = weakref.WeakSet()
         self._prepare_run_method()
         if is_using_cli():
@@ -309,7 +335,9 @@ class Fabric:
         for module in list(self._wrapped_modules):
             module.release()
         for logger in self._loggers:
-            logger.finalize(status)
+            finalize = getattr(logger, "finalize", None)  # duck-typed loggers may have none
+            if callable(finalize):
+                finalize(status)
         self._strategy.teardown()
 
     def _has_failed(self) -> bool:
@@ -321,7 +349,6 @@ class Fabric:
     def __getstate__(self) -> dict[str, Any]:
         # Spawned workers receive Fabric by pickling; weak sets and the bound run wrapper cannot travel.
         state = self.__dict__.copy()
-        state.pop("_set_up_modules", None)
         state.pop("_wrapped_modules", None)
         state.pop("run", None)
         state["_uncaught_before_run"] = None  # an exception object with its traceback: not picklable
@@ -329,7 +356,6 @@ class Fabric:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._set_up_modules = weakref.WeakSet()
         self._wrapped_modules = weakref.WeakSet()
 
     def _validate_launched(self, method: str) -> None:
@@ -421,7 +447,6 @@ class Fabric:
         if compiled is not None:
             forward_module = recompile(compiled, forward_module)
         fabric_module = _FabricModule(forward_module, self._strategy, original_module=original)
-        self._set_up_modules.add(original)
         self._wrapped_modules.add(fabric_module)
         return fabric_module
 
@@ -435,11 +460,6 @@ class Fabric:
             raise TypeError(
                 f"fabric.{method}() expects a torch.nn.Module as its first argument, got {type(module).__name__}. "
                 f"Usage: fabric.{method}(model{', optimizer' if method == 'setup' else ''})."
-            )
-        if module in self._set_up_modules or (is_compiled(module) and module._orig_mod in self._set_up_modules):
-            raise ValueError(
-                f"fabric.{method}() got {type(module).__name__}, which was already set up. Set up each model once "
-                "and keep using the object it returned."
             )
 
     def _validate_optimizer(self, optimizer: Any, method: str) -> None:
@@ -496,8 +516,16 @@ class Fabric:
         """Replace ``loss.backward()``: precision (loss scaling) and strategy are handled for you."""
         if not isinstance(tensor, Tensor):
             raise TypeError(f"fabric.backward() expects the loss tensor, got {type(tensor).__name__}.")
+        if not self._needs_backward:
+            # Neither the strategy nor the precision changes backward (derived at construction).
+            tensor.backward(*args, **kwargs)
+            return
         module = model._forward_module if isinstance(model, _FabricModule) else model
-        self._strategy.backward(tensor, module, *args, **kwargs)
+        _BackwardState.active = True  # set-up models' outputs let this backward through
+        try:
+            self._strategy.backward(tensor, module, *args, **kwargs)
+        finally:
+            _BackwardState.active = False
 
     def clip_gradients(
         self,
@@ -608,10 +636,19 @@ class Fabric:
         self._strategy.save_checkpoint(path=path, state=apply_to_collection(state, _WRAPPERS, unwrap), filter=filter)
         self.barrier("fabric.save")
 
-    def load(self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True) -> dict[str, Any]:
+    def load(
+        self,
+        path: str | Path,
+        state: dict[str, Any] | None = None,
+        strict: bool = True,
+        *,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
         """Restore ``state`` in place from ``path``; return what the checkpoint holds beyond it.
 
         Without ``state``, return the whole checkpoint. Must be called on every process.
+        ``weights_only=True`` refuses to unpickle anything but tensors and plain containers (for files
+        you do not trust); ``None`` keeps the checkpoint IO's setting (``TorchCheckpointIO``: ``False``).
         """
         _check_path(path, "load")
         if state is not None and not isinstance(state, dict):
@@ -620,7 +657,8 @@ class Fabric:
                 "To load a plain state dict into one model or optimizer, use fabric.load_raw(path, obj)."
             )
         unwrapped = apply_to_collection(state, _WRAPPERS, unwrap) if state is not None else None
-        remainder = self._strategy.load_checkpoint(path=path, state=unwrapped, strict=strict)
+        options = _weights_only(weights_only)
+        remainder = self._strategy.load_checkpoint(path=path, state=unwrapped, strict=strict, **options)
         self.barrier("fabric.load")
         if state is not None:
             for key, value in unwrapped.items():
@@ -628,13 +666,18 @@ class Fabric:
                     state[key] = value  # plain values (epoch, step, ...) are replaced in the caller's dict
         return remainder
 
-    def load_raw(self, path: str | Path, obj: Module | Optimizer, strict: bool = True) -> None:
-        """Load a plain state dict saved without Fabric (``torch.save(model.state_dict())``) into ``obj``."""
+    def load_raw(
+        self, path: str | Path, obj: Module | Optimizer, strict: bool = True, *, weights_only: bool | None = None
+    ) -> None:
+        """Load a plain state dict saved without Fabric (``torch.save(model.state_dict())``) into ``obj``.
+
+        ``weights_only`` as in :meth:`load`.
+        """
         _check_path(path, "load_raw")
         target = unwrap(obj)
         if not isinstance(target, (Module, Optimizer)):
             raise TypeError(f"fabric.load_raw(path, obj) loads into a model or optimizer, got {type(obj).__name__}.")
-        self._strategy.load_checkpoint(path=path, state=target, strict=strict)
+        self._strategy.load_checkpoint(path=path, state=target, strict=strict, **_weights_only(weights_only))
 
     # -- collectives -------------------------------------------------------------------------------
 
@@ -677,7 +720,20 @@ class Fabric:
     # -- callbacks and logging ---------------------------------------------------------------------
 
     def call(self, hook_name: str, *args: Any, **kwargs: Any) -> None:
-        """Call method ``hook_name`` of every callback that has it."""
+        """Call method ``hook_name`` of every callback that has it.
+
+        Each callback receives only the keyword arguments its method accepts, so callbacks written for
+        fewer arguments keep working when a caller passes more.
+
+        Example::
+
+            class Printer:
+                def on_train_epoch_end(self, loss):
+                    print(loss)
+
+            fabric = Fabric(callbacks=[Printer()])
+            fabric.call("on_train_epoch_end", loss=loss, epoch=epoch)  # Printer gets loss only
+        """
         for callback in self._callbacks:
             method = getattr(callback, hook_name, None)
             if method is None:
@@ -687,7 +743,7 @@ class Fabric:
                     f"Callback {type(callback).__name__}.{hook_name} is not callable; skipped.", stacklevel=3
                 )
                 continue
-            method(*args, **kwargs)
+            method(*args, **_accepted_arguments(method, kwargs) if kwargs else kwargs)
 
     def log(self, name: str, value: Any, step: int | None = None) -> None:
         """Log one scalar to every logger, from global rank 0 only.

@@ -376,7 +376,12 @@ def resolve_callbacks(callbacks: Any) -> list[Any]:
 
 
 def resolve_loggers(loggers: Any, registries: Any) -> list[Logger]:
-    """Logger instances, or names registered by a plugin (``"csv"``, ``"tensorboard"``)."""
+    """Loggers, or names registered by a plugin (``"csv"``, ``"tensorboard"``).
+
+    A logger is duck-typed, as in Lightning: any object with a ``log_metrics`` method works (a
+    :class:`Logger` subclass, Lightning's own loggers, a small class of yours); the other methods
+    are called where they exist.
+    """
     if loggers is None:
         return []
     items = list(loggers) if isinstance(loggers, (list, tuple)) else [loggers]
@@ -384,10 +389,11 @@ def resolve_loggers(loggers: Any, registries: Any) -> list[Logger]:
     for item in items:
         if isinstance(item, str):
             item = registries.loggers.create(item)
-        if not isinstance(item, Logger):
+        if not isinstance(item, Logger) and not callable(getattr(item, "log_metrics", None)):
             raise TypeError(
-                f"Fabric(loggers=...) got {item!r} ({type(item).__name__}): expected a Logger instance or a logger "
-                "name such as 'csv' or 'tensorboard'."
+                f"Fabric(loggers=...) got {item!r} ({type(item).__name__}): expected a logger (an object with a "
+                "log_metrics(metrics, step) method, e.g. a fabric_core.loggers.Logger) or a logger name such as "
+                "'csv' or 'tensorboard'."
             )
         resolved.append(item)
     return resolved

@@ -32,7 +32,7 @@ import torch
 from torch.nn import Module
 from torch.optim import Optimizer
 
-from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.io.checkpoint_io import CheckpointIO, load_with
 from fabric_core.io.torch_io import TorchCheckpointIO, atomic_torch_save, fsync_directory
 from fabric_core.strategies.strategy import validate_keys_for_loading
 
@@ -81,6 +81,13 @@ def _filtered(key: str, value: Any, filter: Filter | None) -> Any:
         keep = filter[key]
         return {k: v for k, v in value.items() if keep(k, v)}
     return value
+
+
+def _without_emptied(entries: dict[str, Any], filter: Filter | None) -> dict[str, Any]:
+    """``entries`` less those their filter left empty: such an entry is left out of the checkpoint, as in Lightning."""
+    if not filter:
+        return entries
+    return {key: value for key, value in entries.items() if not (key in filter and value == {})}
 
 
 def _owner(key: str, optimizer: Optimizer, modules: Iterable[Module]) -> Module:
@@ -194,6 +201,7 @@ def save_sharded(
     others = {
         key: _filtered(key, obj.state_dict() if _is_stateful(obj) else obj, filter) for key, obj in parts.others.items()
     }
+    sharded, others = _without_emptied(sharded, filter), _without_emptied(others, filter)
 
     staging = path.with_name(f".{path.name}.fabric-partial")
     if is_global_zero:
@@ -344,18 +352,23 @@ def save_full(
         else:
             value = obj.state_dict() if _is_stateful(obj) else obj
         converted[key] = _filtered(key, value, filter)
+    converted = _without_emptied(converted, filter)
     if is_global_zero:
         checkpoint_io.save_checkpoint(checkpoint=converted, path=path)
 
 
-def read_file(path: Path, checkpoint_io: CheckpointIO) -> Any:
-    """A full checkpoint, memory-mapped where possible: every rank reads it without its own copy in memory."""
+def read_file(path: Path, checkpoint_io: CheckpointIO, weights_only: bool | None = None) -> Any:
+    """A full checkpoint, memory-mapped where possible: every rank reads it without its own copy in memory.
+
+    ``weights_only`` as in ``fabric.load`` (``None``: the checkpoint IO's own setting).
+    """
     if type(checkpoint_io) is TorchCheckpointIO:
+        mapped_weights_only = checkpoint_io.weights_only if weights_only is None else weights_only
         try:
-            return torch.load(path, mmap=True, map_location="cpu", weights_only=checkpoint_io.weights_only)
+            return torch.load(path, mmap=True, map_location="cpu", weights_only=mapped_weights_only)
         except Exception:
             pass  # not mappable (e.g. a legacy format) or damaged: the checkpoint IO reads it or explains why
-    return checkpoint_io.load_checkpoint(path)
+    return load_with(checkpoint_io, path, weights_only)
 
 
 def load_full(
@@ -364,12 +377,13 @@ def load_full(
     strict: bool,
     modules: Iterable[Module],
     checkpoint_io: CheckpointIO,
+    weights_only: bool | None = None,
 ) -> dict[str, Any]:
     """Restore ``state`` from a full checkpoint file into the sharded models; return what it did not ask for."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     path = Path(path)
-    checkpoint = read_file(path, checkpoint_io)
+    checkpoint = read_file(path, checkpoint_io, weights_only)
     if not isinstance(checkpoint, dict):
         raise TypeError(
             f"Checkpoint '{path}' holds a {type(checkpoint).__name__}, not a dict of named states, so it cannot "

@@ -242,8 +242,13 @@ class ShardedStrategy(DDPStrategy):
         path: str | Path,
         state: Module | Optimizer | dict[str, Any] | None = None,
         strict: bool = True,
+        weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Restore ``state`` from a sharded directory (any process count) or a full file; every rank calls it."""
+        """Restore ``state`` from a sharded directory (any process count) or a full file; every rank calls it.
+
+        ``weights_only`` applies to full checkpoint files (``None``: the checkpoint IO's own setting); a
+        sharded directory holds tensors and the small metadata this strategy wrote itself.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Checkpoint not found: '{path}'. Check the path, or save one first.")
@@ -264,14 +269,16 @@ class ShardedStrategy(DDPStrategy):
                     f"fabric.load_raw reads a plain state dict file, but '{path}' is a sharded checkpoint directory: "
                     "use fabric.load(path, {'model': model}), or `fabric consolidate` it into a file first."
                 )
-            checkpoint.load_full_model(state, checkpoint.read_file(path, self.checkpoint_io), strict)
+            checkpoint.load_full_model(state, checkpoint.read_file(path, self.checkpoint_io, weights_only), strict)
             return {}
         modules = list(self._modules)
         if state is None:
-            return checkpoint.read_sharded(path) if sharded else checkpoint.read_file(path, self.checkpoint_io)
+            if sharded:
+                return checkpoint.read_sharded(path)
+            return checkpoint.read_file(path, self.checkpoint_io, weights_only)
         if sharded:
             return checkpoint.load_sharded(path, state, strict, modules)
-        return checkpoint.load_full(path, state, strict, modules, self.checkpoint_io)
+        return checkpoint.load_full(path, state, strict, modules, self.checkpoint_io, weights_only)
 
     # -- the end -----------------------------------------------------------------------------------
 

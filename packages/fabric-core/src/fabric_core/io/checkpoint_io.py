@@ -30,8 +30,14 @@ class CheckpointIO(ABC):
         """Write ``checkpoint`` to ``path``."""
 
     @abstractmethod
-    def load_checkpoint(self, path: str | Path, map_location: Any | None = None) -> dict[str, Any]:
-        """Read the checkpoint at ``path``."""
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Read the checkpoint at ``path``; ``weights_only`` (when not ``None``) as in ``torch.load``.
+
+        Fabric passes ``weights_only`` only when the caller of ``fabric.load`` gave one, so an IO that
+        does not take it keeps working until someone asks for it.
+        """
 
     @abstractmethod
     def remove_checkpoint(self, path: str | Path) -> None:
@@ -42,3 +48,12 @@ class CheckpointIO(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def load_with(checkpoint_io: Any, path: str | Path, weights_only: bool | None = None) -> Any:
+    """``checkpoint_io.load_checkpoint(path)``, passing ``weights_only`` only when one was asked for."""
+    if weights_only is None:
+        return checkpoint_io.load_checkpoint(path)
+    if not isinstance(weights_only, bool):
+        raise TypeError(f"weights_only={weights_only!r}: expected True, False or None (the checkpoint IO's default).")
+    return checkpoint_io.load_checkpoint(path, weights_only=weights_only)

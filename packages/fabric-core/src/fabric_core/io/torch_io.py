@@ -251,6 +251,13 @@ def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True, background
         fsync_directory(directory)
 
 
+class WeightsOnlyLoadError(RuntimeError, pickle.UnpicklingError):
+    """A checkpoint holds Python objects that ``weights_only=True`` refused to unpickle.
+
+    Also a ``pickle.UnpicklingError``, the type ``torch.load`` (and so Lightning) raises here.
+    """
+
+
 class TorchCheckpointIO(CheckpointIO):
     """Saves with ``torch.save`` atomically and loads with ``torch.load``.
 
@@ -286,7 +293,11 @@ class TorchCheckpointIO(CheckpointIO):
             )
         atomic_torch_save(checkpoint, path, fsync=self.fsync, background=self.fsync_in_background)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Read ``path`` with ``torch.load``; ``weights_only=None`` uses this IO's own setting."""
+        weights_only = self.weights_only if weights_only is None else weights_only
         # No wait for a flush in progress: the file was complete and in place before save returned, and
         # reading it does not need it on the disk.
         path = Path(path)
@@ -302,15 +313,16 @@ class TorchCheckpointIO(CheckpointIO):
             return torch.load(
                 path,
                 map_location=map_location if map_location is not None else "cpu",
-                weights_only=self.weights_only,
+                weights_only=weights_only,
             )
         except PermissionError:
             raise
         except pickle.UnpicklingError as err:
-            if self.weights_only and "Weights only load failed" in str(err):
-                raise RuntimeError(
+            if weights_only and "Weights only load failed" in str(err):
+                raise WeightsOnlyLoadError(
                     f"Checkpoint '{path}' holds Python objects that weights_only=True refuses to load ({err}). If "
-                    "you trust the file, load it with TorchCheckpointIO(weights_only=False)."
+                    "you trust the file, load it with weights_only=False (fabric.load(..., weights_only=False) or "
+                    "TorchCheckpointIO(weights_only=False))."
                 ) from err
             raise self._corrupt(path, err) from err
         except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import Module
 from torch.optim import LBFGS, Optimizer
 
-from fabric_core.precision.precision import Precision
+from fabric_core.precision.precision import BACKWARD_HOOKS, Precision, overrides
 from fabric_core.utilities.apply_func import convert_fp_collection
 
 _DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -68,10 +68,14 @@ class MixedPrecision(Precision):
     def convert_output(self, data: Any) -> Any:
         return convert_fp_collection(data, torch.get_default_dtype())
 
-    def pre_backward(self, tensor: Tensor, module: Module | None) -> Tensor:
+    def backward(self, tensor: Tensor, model: Module | None, *args: Any, **kwargs: Any) -> None:
         if self.scaler is not None:
-            tensor = self.scaler.scale(tensor)
-        return tensor
+            tensor = self.scaler.scale(tensor)  # here, not in pre_backward: a strategy calls backward with the raw loss
+        super().backward(tensor, model, *args, **kwargs)
+
+    def _changes_backward(self) -> bool:
+        # Without a scaler (bf16-mixed) this class's backward is the plain one; a subclass's own overrides still count.
+        return self.scaler is not None or any(overrides(self, hook, base=MixedPrecision) for hook in BACKWARD_HOOKS)
 
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         if self.scaler is None:

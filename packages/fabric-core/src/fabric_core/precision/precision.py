@@ -90,17 +90,21 @@ class Precision:
         """The context ``Fabric.init_tensor()`` creates tensors under."""
         return nullcontext()
 
-    def pre_backward(self, tensor: Tensor, module: Module | None) -> Tensor:
-        """Prepare the loss before backward (e.g. scale it)."""
+    def pre_backward(self, tensor: Tensor, module: Module | None) -> Any:
+        """Hook before backward. Its result is not used: the loss goes to :meth:`backward` as it is."""
         return tensor
 
     def backward(self, tensor: Tensor, model: Module | None, *args: Any, **kwargs: Any) -> None:
-        """Run backward on the (prepared) loss."""
+        """Run backward on the loss; a precision that scales the loss (e.g. ``16-mixed``) scales it here."""
         tensor.backward(*args, **kwargs)
 
-    def post_backward(self, tensor: Tensor, module: Module | None) -> Tensor:
+    def post_backward(self, tensor: Tensor, module: Module | None) -> Any:
         """Hook after backward."""
         return tensor
+
+    def _changes_backward(self) -> bool:
+        """Whether ``fabric.backward`` does more than ``loss.backward()`` here (see :func:`needs_fabric_backward`)."""
+        return any(overrides(self, hook) for hook in BACKWARD_HOOKS)
 
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         """Step the optimizer (e.g. through a gradient scaler)."""
@@ -132,22 +136,28 @@ class Precision:
 FORWARD_HOOKS = ("convert_input", "forward_context", "convert_output")
 
 
-def overrides(precision: Any, hook: str) -> bool:
-    """Whether ``precision`` replaces :class:`Precision`'s own ``hook`` (in its class or on the instance).
+#: The hooks ``fabric.backward`` runs: overriding any of them means a plain ``loss.backward()`` would skip something.
+BACKWARD_HOOKS = ("pre_backward", "backward", "post_backward")
 
-    Objects that are no :class:`Precision` count as overriding everything: nothing can be assumed of them.
+
+def overrides(precision: Any, hook: str, base: type | None = None) -> bool:
+    """Whether ``precision`` replaces ``base``'s own ``hook`` (in its class or on the instance).
+
+    ``base`` is :class:`Precision` unless given (a subclass that refines a hook's default compares to itself).
+
+    Objects that are no instance of ``base`` count as overriding everything: nothing can be assumed of them.
 
     Example::
 
         overrides(Precision(), "forward_context")  # False
         overrides(MixedPrecision("bf16-mixed", device="cpu"), "forward_context")  # True
     """
-    default = getattr(Precision, hook)
-    if not isinstance(precision, Precision):
+    base = Precision if base is None else base
+    if not isinstance(precision, base):
         return True
     if hook in getattr(precision, "__dict__", {}):
         return True  # set on the instance: whatever it is, it is not the default
-    return getattr(type(precision), hook) is not default
+    return getattr(type(precision), hook) is not getattr(base, hook)
 
 
 def changes_forward(precision: Any) -> bool:
@@ -162,3 +172,26 @@ def changes_forward(precision: Any) -> bool:
         changes_forward(HalfPrecision("bf16-true"))  # True
     """
     return any(overrides(precision, hook) for hook in FORWARD_HOOKS)
+
+
+def needs_fabric_backward(strategy: Any) -> bool:
+    """Whether a set-up model's loss must go through ``fabric.backward`` rather than ``loss.backward()``.
+
+    Derived from what the strategy and its precision override: ``True`` when the strategy replaces
+    ``Strategy.backward`` or the precision changes backward (``16-mixed`` scales the loss there;
+    ``bf16-mixed``, with no scaler, does not). Set-up models then make a plain ``loss.backward()``
+    raise instead of silently skipping that work.
+
+    Example::
+
+        needs_fabric_backward(Fabric(precision="16-mixed").strategy)  # True
+        needs_fabric_backward(Fabric(precision="bf16-mixed").strategy)  # False
+    """
+    from fabric_core.strategies.strategy import Strategy
+
+    if not isinstance(strategy, Strategy) or "backward" in vars(strategy):
+        return True
+    if type(strategy).backward is not Strategy.backward:
+        return True
+    changes_backward = getattr(strategy.precision, "_changes_backward", None)
+    return changes_backward() if callable(changes_backward) else True

@@ -14,7 +14,7 @@ from torch.nn import Module
 from torch.optim import Optimizer
 
 from fabric_core.accelerators.accelerator import Accelerator
-from fabric_core.io.checkpoint_io import CheckpointIO
+from fabric_core.io.checkpoint_io import CheckpointIO, load_with
 from fabric_core.launchers.launcher import Launcher
 from fabric_core.precision.precision import Precision
 from fabric_core.utilities.init import EmptyInit
@@ -35,10 +35,15 @@ def _is_stateful(obj: Any) -> bool:
 
 
 def _apply_filter(key: str, filter: dict[str, Callable[[str, Any], bool]], source: Any, target: dict) -> None:
-    """Copy ``source`` into ``target[key]``, keeping only the items ``filter[key]`` accepts."""
+    """Copy ``source`` into ``target[key]``, keeping only the items ``filter[key]`` accepts.
+
+    An entry its filter leaves empty is left out of the checkpoint altogether, as in Lightning.
+    """
     if key in filter and isinstance(source, dict):
         keep = filter[key]
-        target[key] = {k: v for k, v in source.items() if keep(k, v)}
+        kept = {k: v for k, v in source.items() if keep(k, v)}
+        if kept:
+            target[key] = kept
     else:
         target[key] = source
 
@@ -234,9 +239,9 @@ class Strategy(ABC):
     # -- the training step -------------------------------------------------------------------------
 
     def backward(self, tensor: Tensor, module: Module | None, *args: Any, **kwargs: Any) -> None:
-        """Back-propagate ``tensor`` through the precision plugin."""
+        """Back-propagate ``tensor`` through the precision plugin (which scales the loss where it must)."""
         precision = self.precision
-        tensor = precision.pre_backward(tensor, module)
+        precision.pre_backward(tensor, module)
         precision.backward(tensor, module, *args, **kwargs)
         precision.post_backward(tensor, module)
 
@@ -345,9 +350,13 @@ class Strategy(ABC):
         path: str | Path,
         state: Module | Optimizer | dict[str, Any] | None = None,
         strict: bool = True,
+        weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        """Restore ``state`` in place from ``path``; return what the checkpoint holds beyond it."""
-        checkpoint = self.checkpoint_io.load_checkpoint(path)
+        """Restore ``state`` in place from ``path``; return what the checkpoint holds beyond it.
+
+        ``weights_only`` goes to the checkpoint IO (``None``: its own setting).
+        """
+        checkpoint = load_with(self.checkpoint_io, path, weights_only)
         if state is None:
             return checkpoint
         if isinstance(state, Module):

@@ -156,7 +156,8 @@ class PrecisionConformance:
         return loss
 
     def _backward(self, precision: Any, model: Module) -> None:
-        loss = precision.pre_backward(self._loss(precision, model), model)
+        loss = self._loss(precision, model)
+        precision.pre_backward(loss, model)
         precision.backward(loss, model)
         precision.post_backward(loss, model)
 
