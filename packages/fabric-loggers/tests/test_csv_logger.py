@@ -19,8 +19,8 @@ def test_rows_and_header_match_what_was_logged(tmp_path, read_csv):
     logger.log_metrics({"loss": 0.25, "acc": 0.5}, step=1)
     logger.finalize("success")
     header, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
-    assert header == ["loss", "acc", "step"]
-    assert rows == [["0.5", "0.25", "0"], ["0.25", "0.5", "1"]]
+    assert header == ["acc", "loss", "step"]  # sorted by name, as Lightning writes them
+    assert rows == [["0.25", "0.5", "0"], ["0.5", "0.25", "1"]]
 
 
 def test_a_key_that_appears_mid_run_widens_the_header_and_pads_earlier_rows(tmp_path, read_csv):
@@ -31,12 +31,12 @@ def test_a_key_that_appears_mid_run_widens_the_header_and_pads_earlier_rows(tmp_
     logger.log_metrics({"lr": 0.1})
     logger.save()
     header, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
-    assert header == ["loss", "step", "val_acc", "lr"]
+    assert header == ["loss", "lr", "step", "val_acc"]  # sorted by name, as Lightning writes them
     assert rows == [
-        ["1.0", "0", "", ""],
-        ["0.5", "1", "", ""],
-        ["0.25", "2", "0.75", ""],
-        ["", "3", "", "0.1"],
+        ["1.0", "", "0", ""],
+        ["0.5", "", "1", ""],
+        ["0.25", "", "2", "0.75"],
+        ["", "0.1", "3", ""],
     ]
 
 
@@ -55,8 +55,8 @@ def test_step_counts_log_calls_when_not_given(tmp_path, read_csv):
         logger.log_metrics({"x": value})
     logger.log_metrics({"x": 9}, step=100)
     logger.save()
-    _, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
-    assert [row[1] for row in rows] == ["0", "1", "2", "100"]
+    header, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
+    assert [row[header.index("step")] for row in rows] == ["0", "1", "2", "100"]
 
 
 def test_prefix_is_joined_with_a_dash(tmp_path, read_csv):
@@ -64,7 +64,7 @@ def test_prefix_is_joined_with_a_dash(tmp_path, read_csv):
     logger.log_metrics({"loss": 1.0})
     logger.save()
     header, _ = read_csv(Path(logger.log_dir) / "metrics.csv")
-    assert header == ["train-loss", "step"]
+    assert header == ["step", "train-loss"]
 
 
 def test_tensors_and_numpy_values_are_written_as_numbers(tmp_path, read_csv):
@@ -72,8 +72,9 @@ def test_tensors_and_numpy_values_are_written_as_numbers(tmp_path, read_csv):
     logger = CSVLogger(tmp_path)
     logger.log_metrics({"t": torch.tensor(0.5), "i": torch.tensor([3]), "n": np.float64(0.25), "k": np.int64(7)})
     logger.save()
-    _, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
-    assert rows == [["0.5", "3", "0.25", "7", "0"]]
+    header, rows = read_csv(Path(logger.log_dir) / "metrics.csv")
+    assert header == ["i", "k", "n", "step", "t"]
+    assert rows == [["3", "7", "0.25", "0", "0.5"]]
 
 
 def test_a_metric_that_is_not_a_number_is_refused_with_its_name(tmp_path):
@@ -124,10 +125,10 @@ def test_a_killed_process_leaves_the_flushed_rows_in_a_well_formed_file(tmp_path
     result = run_script("csv_killed.py", str(tmp_path), cwd=tmp_path)
     assert result.returncode == -signal.SIGKILL, result.stderr
     header, rows = read_csv(tmp_path / "fabric_logs" / "version_0" / "metrics.csv")
-    assert header == ["loss", "step", "lr"]
-    assert [row[1] for row in rows] == [str(i) for i in range(8)]
+    assert header == ["loss", "lr", "step"]
+    assert [row[2] for row in rows] == [str(i) for i in range(8)]
     assert all(len(row) == 3 for row in rows)
-    assert rows[6] == ["0.6", "6", "0.01"]
+    assert rows[6] == ["0.6", "0.01", "6"]
     assert [p.name for p in (tmp_path / "fabric_logs" / "version_0").iterdir()] == ["metrics.csv"]
 
 

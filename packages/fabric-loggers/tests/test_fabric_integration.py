@@ -47,8 +47,8 @@ def test_csv_by_name_writes_under_logs_in_the_working_directory(tmp_path, monkey
     fabric.log_dict({"loss": 0.25, "acc": 0.75}, step=5)
     fabric.logger.finalize("success")
     header, rows = read_csv(tmp_path / "logs" / "fabric_logs" / "version_0" / "metrics.csv")
-    assert header == ["loss", "step", "acc"]
-    assert rows == [["0.5", "0", ""], ["0.25", "5", "0.75"]]
+    assert header == ["acc", "loss", "step"]
+    assert rows == [["", "0.5", "0"], ["0.75", "0.25", "5"]]
 
 
 @needs_tensorboard

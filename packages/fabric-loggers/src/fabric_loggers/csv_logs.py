@@ -145,7 +145,7 @@ class _MetricsFile:
                     known.add(key)
                     new.append(key)
         if new or not os.path.exists(self.path):
-            self._rewrite(self.columns + new)
+            self._rewrite(sorted(self.columns + new))  # sorted by name, as Lightning's CSVLogger writes them
         else:
             buffer = io.StringIO(newline="")
             csv.DictWriter(buffer, fieldnames=self.columns, restval="").writerows(self._rows)
@@ -157,11 +157,9 @@ class _MetricsFile:
         with atomic_write(self.path, newline="") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
+            rows = csv.DictWriter(f, fieldnames=columns, restval="")
             if previous is not None:
                 with open(previous, newline="", encoding="utf-8") as old:
-                    reader = csv.reader(old)
-                    next(reader, None)  # the old header
-                    padding = [""] * (len(columns) - len(self.columns))
-                    writer.writerows(row + padding for row in reader)
-            csv.DictWriter(f, fieldnames=columns, restval="").writerows(self._rows)
+                    rows.writerows(csv.DictReader(old))  # by name: a new column may sort before old ones
+            rows.writerows(self._rows)
         self.columns = columns
