@@ -78,9 +78,14 @@ def test_out_of_range_seed_is_rejected_naming_the_value(seed):
         seed_everything(seed, verbose=False)
 
 
-@pytest.mark.parametrize("seed", [1.5, "42", [1], True, False])
-def test_non_int_seed_is_rejected_naming_the_value(seed):
-    with pytest.raises(TypeError, match=re.escape(f"seed={seed!r}) needs an int, got {type(seed).__name__}")):
+@pytest.mark.parametrize(("seed", "expected"), [(1.5, 1), ("42", 42), (True, 1), (False, 0), (np.int64(9), 9)])
+def test_a_seed_that_int_accepts_is_converted_as_lightning_does(seed, expected):
+    assert seed_everything(seed, verbose=False) == expected
+
+
+@pytest.mark.parametrize(("seed", "error"), [([1], TypeError), ("forty-two", ValueError), ({"seed": 1}, TypeError)])
+def test_a_seed_that_int_refuses_is_rejected_naming_the_value(seed, error):
+    with pytest.raises(error, match=re.escape(f"seed={seed!r}) needs an integer")):
         seed_everything(seed, verbose=False)
 
 

@@ -120,3 +120,24 @@ def convert_to_tensors(data: Any, device: torch.device) -> Any:
     if np is not None:
         data = apply_to_collection(data, (np.ndarray, np.number), lambda a: torch.as_tensor(a, device=device))
     return move_data_to_device(data, device)
+
+
+def convert_tensors_to_scalars(data: Any) -> Any:
+    """Replace every one-element tensor inside ``data`` by its Python number (``tensor.item()``).
+
+    A tensor with more than one element raises ``ValueError`` naming its shape.
+
+    Example::
+
+        convert_tensors_to_scalars({"loss": torch.tensor(0.5), "step": 3})  # {"loss": 0.5, "step": 3}
+    """
+
+    def _item(tensor: Tensor) -> int | float | bool:
+        if tensor.numel() != 1:
+            raise ValueError(
+                f"convert_tensors_to_scalars: a tensor of shape {tuple(tensor.shape)} has {tensor.numel()} elements, "
+                "so it is no scalar. Reduce it first (e.g. .mean())."
+            )
+        return tensor.item()
+
+    return apply_to_collection(data, Tensor, _item)

@@ -1,9 +1,15 @@
-"""Preparing a ``DataLoader`` for a distributed run without rebuilding the user's loader."""
+"""Preparing a ``DataLoader`` for a distributed run without rebuilding the user's loader, and data helpers.
+
+The helpers Lightning Fabric users import from ``lightning.fabric.utilities.data`` live here under the
+same names: :class:`AttributeDict`, :func:`has_len`, :func:`sized_len`, :func:`has_iterable_dataset`
+and :func:`suggested_max_num_workers`.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
+import operator
 import os
 from collections.abc import Iterator, Sized
 from functools import partial
@@ -18,6 +24,7 @@ from torch.utils.data import (
     Sampler,
 )
 
+from fabric_core.utilities.rank_zero import rank_zero_warn
 from fabric_core.utilities.seed import SEED_ENV, SEED_WORKERS_ENV, worker_init_function
 
 
@@ -149,3 +156,120 @@ def set_sampler_epoch(dataloader: DataLoader, epoch: int) -> None:
         set_epoch = getattr(sampler, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
+
+
+# -- helpers for users' data code ------------------------------------------------------------------
+
+
+def has_iterable_dataset(dataloader: object) -> bool:
+    """Whether ``dataloader`` has a ``dataset`` attribute that is a ``torch.utils.data.IterableDataset``.
+
+    Example::
+
+        has_iterable_dataset(DataLoader(range(4)))  # False
+    """
+    return isinstance(getattr(dataloader, "dataset", None), IterableDataset)
+
+
+def sized_len(dataloader: object) -> int | None:
+    """``len(dataloader)``, or ``None`` when it has no length (``TypeError`` or ``NotImplementedError``).
+
+    Example::
+
+        sized_len([1, 2, 3])  # 3
+        sized_len(iter([1, 2, 3]))  # None
+    """
+    try:
+        return len(dataloader)  # type: ignore[arg-type]
+    except (TypeError, NotImplementedError):
+        return None
+
+
+def has_len(dataloader: object) -> bool:
+    """Whether ``len(dataloader)`` works; warns (on rank 0) when the length is 0 or comes from an iterable dataset.
+
+    An ``IterableDataset`` with ``__len__`` is suspicious: with several workers, each yields the whole
+    dataset unless it is told which part is its own, so the length may not match what is iterated.
+
+    Example::
+
+        if has_len(loader):
+            steps_per_epoch = len(loader)
+    """
+    length = sized_len(dataloader)
+    if length == 0:
+        rank_zero_warn(
+            f"{type(dataloader).__name__} has length 0, so an epoch over it does nothing. Check that this is intended "
+            "(an empty dataset, or a batch size larger than the dataset with drop_last=True)."
+        )
+    if length is not None and has_iterable_dataset(dataloader):
+        rank_zero_warn(
+            "The IterableDataset of this dataloader defines __len__. With num_workers > 1 each worker iterates "
+            "the whole dataset unless you split it per worker, so len() may not match the number of batches."
+        )
+    return length is not None
+
+
+def _cpus_available() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the CPUs this process may run on (Linux), not all the machine's
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def suggested_max_num_workers(local_world_size: int) -> int:
+    """An upper bound for ``DataLoader(num_workers=...)``: this process's share of the CPUs, less one, at least 1.
+
+    Args:
+        local_world_size: the number of processes on this machine (the ``devices`` given to Fabric).
+
+    Example::
+
+        loader = DataLoader(dataset, num_workers=suggested_max_num_workers(local_world_size=2))
+    """
+    try:
+        local_world_size = operator.index(local_world_size)
+    except TypeError:
+        raise TypeError(
+            f"suggested_max_num_workers(local_world_size={local_world_size!r}): expected an int, the number of "
+            "processes on this machine."
+        ) from None
+    if local_world_size < 1:
+        raise ValueError(
+            f"suggested_max_num_workers(local_world_size={local_world_size}): expected at least 1, the number of "
+            "processes on this machine."
+        )
+    # one CPU of each process's share stays free for the process itself
+    return max(1, _cpus_available() // local_world_size - 1)
+
+
+class AttributeDict(dict):
+    """A ``dict`` whose keys can also be read, set and deleted as attributes.
+
+    Handy for the state passed to ``fabric.save`` and ``fabric.load``. Its ``repr`` lists one key per
+    line, sorted, with the values aligned.
+
+    Example::
+
+        state = AttributeDict(model=model, step=0)
+        state.step += 1
+        fabric.save("checkpoint.ckpt", state)
+    """
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute or key {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        del self[key]  # KeyError for a missing key, as in Lightning
+
+    def __repr__(self) -> str:
+        if not self:
+            return ""
+        labels = {key: f'"{key}":' for key in self}
+        width = max(len(label) for label in labels.values())
+        return "\n".join(f"{labels[key]:<{width}} {self[key]}" for key in sorted(self, key=str))

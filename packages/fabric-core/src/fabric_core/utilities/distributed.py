@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -126,3 +129,57 @@ def barrier(name: str | None, device_ids: list[int] | None, timeout: timedelta |
         run_collective(label, timeout, dist.barrier, device_ids=device_ids)
     else:
         run_collective(label, timeout, dist.barrier)
+
+
+def is_shared_filesystem(strategy: Any, path: str | Path | None = None, timeout: int = 3) -> bool:
+    """Whether every process sees the same files at ``path`` (default: the working directory).
+
+    Call it on every rank, after the processes are launched. A remote URL (``s3://...``) and a run of
+    one process count as shared at once. Otherwise rank 0 creates a marker file in the directory and
+    the other ranks look for it for up to ``timeout`` seconds; the answer is the same on every rank.
+    The directory must exist on every rank and be writable by rank 0.
+
+    Args:
+        strategy: ``fabric.strategy``, or any object with ``world_size``, ``broadcast``, ``barrier``,
+            ``reduce_boolean_decision`` and ``is_global_zero``.
+        path: a file or directory to check; a file checks its directory.
+        timeout: seconds the other ranks wait for rank 0's marker.
+
+    Example::
+
+        if not is_shared_filesystem(fabric.strategy, "checkpoints"):
+            fabric.print("each node keeps its own checkpoints directory")
+    """
+    from fabric_core.utilities.cloud_io import is_local_path
+
+    if path is not None and not is_local_path(path):
+        return True
+    if getattr(strategy, "world_size", 1) == 1:
+        return True
+    resolved = Path(Path.cwd() if path is None else path).resolve()
+    # Different absolute paths on different ranks cannot be one shared directory.
+    if not strategy.reduce_boolean_decision(strategy.broadcast(resolved) == resolved, all=True):
+        return False
+    if not strategy.reduce_boolean_decision(resolved.exists(), all=True):
+        raise FileNotFoundError(
+            f"is_shared_filesystem: '{resolved}' does not exist on every rank, so whether it is shared cannot be "
+            "checked. Create it on every node first, or pass an existing directory."
+        )
+    directory = resolved.parent if resolved.is_file() else resolved
+    marker = directory / ".fabric_shared_fs_check"
+    marker.unlink(missing_ok=True)
+    strategy.barrier()
+    if strategy.is_global_zero:
+        marker.touch()
+        found = True
+    else:
+        deadline = time.perf_counter() + timeout
+        found = marker.exists()
+        while not found and time.perf_counter() < deadline:
+            time.sleep(0.01)
+            found = marker.exists()
+    strategy.barrier()
+    shared = strategy.reduce_boolean_decision(found, all=True)
+    with contextlib.suppress(OSError):  # another rank of the same machine may have removed it already
+        marker.unlink()
+    return shared

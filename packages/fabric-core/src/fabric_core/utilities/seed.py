@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import logging
-import operator
 import os
 import random
 from typing import Any
 
 import torch
 
-log = logging.getLogger("fabric_core")
+from fabric_core.utilities.rank_zero import (
+    _info_logger,
+    _rank_from_launcher,
+    rank_prefixed_message,
+    rank_zero_state,
+    rank_zero_warn,
+)
 
 SEED_ENV = "FABRIC_GLOBAL_SEED"
 SEED_WORKERS_ENV = "FABRIC_SEED_WORKERS"
-_MIN_SEED = 0
-_MAX_SEED = 2**32 - 1
+#: Lightning's variable, read when ``FABRIC_GLOBAL_SEED`` is not set (a job script written for Lightning).
+LIGHTNING_SEED_ENV = "PL_GLOBAL_SEED"
+min_seed_value = 0
+max_seed_value = 2**32 - 1  # NumPy's limit
+_UINT64 = (1 << 64) - 1
 
 
 def _numpy() -> Any:
@@ -26,6 +33,36 @@ def _numpy() -> Any:
     return numpy
 
 
+def _seed_from_environment() -> tuple[int, bool]:
+    """The exported seed (and True), or 0 (and False) when no variable holds one."""
+    for name in (SEED_ENV, LIGHTNING_SEED_ENV):
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        try:
+            return int(raw), True
+        except ValueError:
+            raise ValueError(
+                f"Environment variable {name}={raw!r} is not an integer seed; unset it or set an integer."
+            ) from None
+    return 0, False
+
+
+def _as_seed(seed: Any) -> int:
+    try:
+        value = int(seed)  # floats are truncated and numeric strings parsed, as Lightning does
+    except (TypeError, ValueError, OverflowError) as err:
+        raise type(err)(
+            f"seed_everything(seed={seed!r}) needs an integer (or a value int() accepts), got {type(seed).__name__}."
+        ) from None
+    if not min_seed_value <= value <= max_seed_value:
+        raise ValueError(
+            f"seed_everything(seed={seed!r}) is out of range: a seed must lie in [{min_seed_value}, {max_seed_value}] "
+            "(NumPy's limit). Use e.g. seed % 2**32."
+        )
+    return value
+
+
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed Python's ``random``, NumPy (when installed) and torch (all devices) with ``seed``.
 
@@ -34,9 +71,12 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     dataloaders set up by Fabric give every worker of every rank its own, derived seed.
 
     Args:
-        seed: an integer in ``[0, 2**32 - 1]``; ``None`` reads ``FABRIC_GLOBAL_SEED`` (or uses 0).
-        workers: derive distinct seeds for dataloader workers (see :func:`worker_init_function`).
-        verbose: log the seed at INFO level.
+        seed: an integer in ``[0, 2**32 - 1]``, or anything ``int()`` turns into one (``42.0``, ``"42"``).
+            ``None`` reads ``FABRIC_GLOBAL_SEED``, then Lightning's ``PL_GLOBAL_SEED``; with neither set
+            the seed is 0 and, when ``verbose``, a warning says so.
+        workers: derive distinct seeds for dataloader workers (see :func:`pl_worker_init_function`).
+        verbose: log "Seed set to N" (prefixed with ``[rank: R]`` in a launched process) at INFO level
+            under the ``fabric_core`` logger, which prints to stderr unless logging is configured.
 
     Returns:
         The seed used.
@@ -47,29 +87,12 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
         seed_everything(42)
     """
     if seed is None:
-        raw = os.environ.get(SEED_ENV)
-        if raw is None:
-            seed = 0
-        else:
-            try:
-                seed = int(raw)
-            except ValueError:
-                raise ValueError(
-                    f"Environment variable {SEED_ENV}={raw!r} is not an integer seed; unset it or set an integer."
-                ) from None
-    if isinstance(seed, bool):
-        raise TypeError(f"seed_everything(seed={seed!r}) needs an int, got bool.")
-    try:
-        seed = operator.index(seed)  # int and NumPy integers
-    except TypeError:
-        raise TypeError(f"seed_everything(seed={seed!r}) needs an int, got {type(seed).__name__}.") from None
-    if not _MIN_SEED <= seed <= _MAX_SEED:
-        raise ValueError(
-            f"seed_everything(seed={seed}) is out of range: a seed must lie in [{_MIN_SEED}, {_MAX_SEED}] "
-            "(NumPy's limit). Use e.g. seed % 2**32."
-        )
+        seed, found = _seed_from_environment()
+        if not found and verbose:
+            rank_zero_warn(f"No seed found, seed set to {seed}", stacklevel=4)
+    seed = _as_seed(seed)
     if verbose:
-        log.info("Seed set to %d", seed)
+        _info_logger(__name__).info(rank_prefixed_message(f"Seed set to {seed}", _rank_from_launcher()))
     os.environ[SEED_ENV] = str(seed)
     random.seed(seed)
     numpy = _numpy()
@@ -81,7 +104,14 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
 
 
 def reset_seed() -> None:
-    """Re-apply the seed exported by :func:`seed_everything` (in a freshly started process)."""
+    """Re-apply the seed exported by :func:`seed_everything` (in a freshly started process); without one, do nothing.
+
+    Example::
+
+        seed_everything(7)
+        ...  # in a process launched later, with the environment inherited:
+        reset_seed()  # seeds exactly as seed_everything(7) did
+    """
     raw = os.environ.get(SEED_ENV)
     if raw is None:
         return
@@ -89,33 +119,52 @@ def reset_seed() -> None:
     seed_everything(int(raw), workers=workers, verbose=False)
 
 
-def _mix(*values: int) -> int:
-    """A 64-bit hash of the integers (splitmix64 steps), stable across processes and platforms."""
-    state = 0x9E3779B97F4A7C15
-    for value in values:
-        state = (state ^ (value & 0xFFFFFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
-        state = (state + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-        state = z ^ (z >> 31)
-    return state
+def _fmix64(value: int) -> int:
+    """MurmurHash3's 64-bit finaliser: spreads every input bit over the whole word."""
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & _UINT64
+    value ^= value >> 33
+    value = (value * 0xC4CEB9FE1A85EC53) & _UINT64
+    return value ^ (value >> 33)
+
+
+def _worker_seeds(base_seed: int, worker_id: int, rank: int, count: int) -> list[int]:
+    """``count`` 64-bit seeds for one worker of one rank: the mixed triple, stepped by Knuth's MMIX LCG.
+
+    The same derivation as Lightning's, so a worker of a ported program draws the numbers it drew there.
+    """
+    state = _fmix64((base_seed << 32) | (worker_id << 16) | rank)
+    seeds = []
+    for _ in range(count):
+        state = (state * 6364136223846793005 + 1) & _UINT64
+        seeds.append(state)
+    return seeds
 
 
 def worker_init_function(worker_id: int, rank: int | None = None) -> None:
     """Seed torch, ``random`` and NumPy in a dataloader worker from (base seed, worker id, rank).
 
     Each worker of each rank gets a different seed, and the same one again when the run is repeated
-    with the same global seed. Fabric installs it on dataloaders when ``seed_everything(workers=True)``.
-    """
-    from fabric_core.utilities.rank_zero import rank_zero_state
+    with the same global seed. Fabric installs it on dataloaders when ``seed_everything(workers=True)``;
+    pass it yourself as ``DataLoader(..., worker_init_fn=partial(worker_init_function, rank=rank))``.
+    The seeds are the ones Lightning's ``pl_worker_init_function`` derives, which is this function's
+    other name.
 
+    Example::
+
+        loader = DataLoader(dataset, num_workers=4, worker_init_fn=worker_init_function)
+    """
     global_rank = rank if rank is not None else rank_zero_state.rank
-    # torch seeds each worker with base_seed + worker_id; undo that to get the run's base seed back.
+    # torch seeds each worker with base_seed + worker_id; undo that to get the loader's base seed back.
     base_seed = torch.initial_seed() - worker_id
-    torch_seed = _mix(base_seed, worker_id, global_rank, 0)
+    torch_seed, python_high, python_low, _ = _worker_seeds(base_seed, worker_id, global_rank, count=4)
     torch.manual_seed(torch_seed)
-    random.seed(_mix(base_seed, worker_id, global_rank, 1))
+    random.seed((python_high << 32) | python_low)
     numpy = _numpy()
     if numpy is not None:
-        numpy.random.seed(_mix(base_seed, worker_id, global_rank, 2) & 0xFFFFFFFF)
+        # NumPy's own mixing of the triple, so its stream is independent of the two above
+        numpy.random.seed(numpy.random.SeedSequence([base_seed, worker_id, global_rank]).generate_state(4))
+
+
+#: Lightning's name for :func:`worker_init_function`.
+pl_worker_init_function = worker_init_function
