@@ -293,3 +293,32 @@ def test_precision_pre_backward_result_is_not_used():
     fabric.backward(model(x).sum())
     reference(x).sum().backward()
     torch.testing.assert_close(model.module.layer.weight.grad, reference.layer.weight.grad)
+
+
+# -- moving batches ------------------------------------------------------------------------------------
+
+
+def test_move_data_to_device_moves_any_object_with_a_to_method():
+    from fabric_core.utilities import move_data_to_device
+
+    class Batch:  # e.g. a graph batch: moved by its own `to`
+        def __init__(self) -> None:
+            self.x = torch.ones(2)
+
+        def to(self, device):
+            moved = Batch()
+            moved.x = self.x.to(device)
+            return moved
+
+    class InPlace:  # a `to` that returns nothing is taken as moved in place
+        def __init__(self) -> None:
+            self.x = torch.ones(2)
+
+        def to(self, device):
+            self.x = self.x.to(device)
+
+    batch, in_place = Batch(), InPlace()
+    moved = move_data_to_device({"batch": batch, "in_place": [in_place], "name": "id-3", "t": torch.ones(1)}, "meta")
+    assert moved["batch"] is not batch and moved["batch"].x.device.type == "meta"
+    assert moved["in_place"][0] is in_place and in_place.x.device.type == "meta"
+    assert moved["name"] == "id-3" and moved["t"].device.type == "meta"

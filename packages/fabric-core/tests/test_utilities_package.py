@@ -381,3 +381,15 @@ def test_convert_tensors_to_scalars():
     }
     with pytest.raises(ValueError, match=r"shape \(2,\) has 2 elements"):
         convert_tensors_to_scalars(torch.ones(2))
+
+
+def test_the_top_level_package_exports_lightning_fabrics_names():
+    import fabric_core
+    from fabric_core.utilities.warnings import disable_possible_user_warnings
+    from fabric_core.wrappers import is_wrapped
+
+    # lightning.fabric.__all__ is ["Fabric", "seed_everything", "is_wrapped"]; disable_possible_user_warnings
+    # is importable from it too.
+    assert {"Fabric", "seed_everything", "is_wrapped"} <= set(fabric_core.__all__)
+    assert fabric_core.is_wrapped is is_wrapped
+    assert fabric_core.disable_possible_user_warnings is disable_possible_user_warnings

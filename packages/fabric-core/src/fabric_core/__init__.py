@@ -14,9 +14,18 @@ from fabric_core.utilities.imports import lazy_exports
 if TYPE_CHECKING:
     from fabric_core.fabric import Fabric
     from fabric_core.utilities.seed import seed_everything
+    from fabric_core.utilities.warnings import disable_possible_user_warnings
+    from fabric_core.wrappers import is_wrapped
 
-__all__ = ["Fabric", "__version__", "seed_everything"]
+__all__ = ["Fabric", "__version__", "is_wrapped", "seed_everything"]
 
+# The same names as ``lightning.fabric`` (disable_possible_user_warnings is importable there too).
 __getattr__, __dir__ = lazy_exports(
-    __name__, {"Fabric": "fabric_core.fabric", "seed_everything": "fabric_core.utilities.seed"}
+    __name__,
+    {
+        "Fabric": "fabric_core.fabric",
+        "seed_everything": "fabric_core.utilities.seed",
+        "is_wrapped": "fabric_core.wrappers",
+        "disable_possible_user_warnings": "fabric_core.utilities.warnings",
+    },
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -53,17 +54,36 @@ def apply_to_collection(
     return data
 
 
-def _move(tensor: Tensor, device: torch.device) -> Tensor:
-    # non_blocking only helps (and is only safe) for host-to-accelerator copies
-    return tensor.to(device, non_blocking=device.type != "cpu")
+class _Movable(ABC):  # noqa: B024 - no abstract methods: membership is decided by __subclasshook__
+    """Anything with a ``to`` method (tensors, modules, a batch class of yours): what ``move_data_to_device`` moves."""
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> bool:
+        return True if callable(getattr(subclass, "to", None)) else NotImplemented
+
+
+def _move(data: Any, device: torch.device) -> Any:
+    if isinstance(data, Tensor):
+        # non_blocking only helps (and is only safe) for host-to-accelerator copies; MPS has a race with it
+        return data.to(device, non_blocking=device.type not in ("cpu", "mps"))
+    moved = data.to(device)
+    return data if moved is None else moved  # a `to` that moves in place and returns nothing
 
 
 def move_data_to_device(data: Any, device: torch.device | str | int) -> Any:
-    """Move every tensor in ``data`` (a tensor or a nested collection) to ``device``."""
+    """Move every tensor in ``data`` (a tensor or a nested collection) to ``device``.
+
+    As in Lightning, any other object with a ``to(device)`` method is moved too (a graph batch, a
+    custom batch class); one whose ``to`` returns nothing is taken as moved in place.
+
+    Example::
+
+        move_data_to_device({"x": torch.ones(2), "meta": "id-3"}, "cuda")  # x on the GPU, meta untouched
+    """
     device = torch.device(device) if not isinstance(device, torch.device) else device
     if isinstance(data, Tensor):
         return data if data.device == device else _move(data, device)
-    return apply_to_collection(data, Tensor, _move, device)
+    return apply_to_collection(data, _Movable, _move, device)
 
 
 # The dtype-named Tensor methods cast like ``tensor.to(dtype)`` without its argument parsing (about a
