@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import subprocess
 import sys
 import types
@@ -393,3 +394,18 @@ def test_the_top_level_package_exports_lightning_fabrics_names():
     assert {"Fabric", "seed_everything", "is_wrapped"} <= set(fabric_core.__all__)
     assert fabric_core.is_wrapped is is_wrapped
     assert fabric_core.disable_possible_user_warnings is disable_possible_user_warnings
+
+
+@pytest.mark.parametrize(("value", "shown"), [("0", 0), ("off", 0), ("OFF", 0), ("1", 1), ("", 1)])
+def test_possible_user_warnings_env_switch_silences_them(value, shown):
+    code = (
+        "import warnings\n"
+        "from fabric_core.utilities.warnings import PossibleUserWarning\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.warn('maybe', PossibleUserWarning)\n"
+        "print(len(seen))\n"
+    )
+    env = {**os.environ, "POSSIBLE_USER_WARNINGS": value}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(shown)

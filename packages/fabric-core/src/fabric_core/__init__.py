@@ -14,7 +14,7 @@ from fabric_core.utilities.imports import lazy_exports
 if TYPE_CHECKING:
     from fabric_core.fabric import Fabric
     from fabric_core.utilities.seed import seed_everything
-    from fabric_core.utilities.warnings import disable_possible_user_warnings
+    from fabric_core.utilities.warnings import disable_possible_user_warnings  # noqa: F401 - importable, not in __all__ (as in Lightning)
     from fabric_core.wrappers import is_wrapped
 
 __all__ = ["Fabric", "__version__", "is_wrapped", "seed_everything"]

@@ -8,6 +8,7 @@ silences them. The deprecation category lives beside the rank-zero helpers that 
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from fabric_core.utilities.rank_zero import FabricDeprecationWarning, LightningDeprecationWarning
@@ -41,3 +42,9 @@ def disable_possible_user_warnings(module: str = "") -> None:
         disable_possible_user_warnings("my_project.data")  # only those raised from my_project.data...
     """
     warnings.filterwarnings("ignore", category=PossibleUserWarning, module=module)
+
+
+# Lightning's switch: POSSIBLE_USER_WARNINGS=0 (or off) silences them for the whole run. Read when this
+# module is first imported, which every emitter of a PossibleUserWarning does before emitting one.
+if os.environ.get("POSSIBLE_USER_WARNINGS", "").lower() in ("0", "off"):
+    disable_possible_user_warnings()
