@@ -6,14 +6,17 @@ import importlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import types
+import warnings
 
 import pytest
 
+from fabric_core import Fabric
 from fabric_core.environments import (
     ClusterEnvironment,
     KubeflowEnvironment,
@@ -25,6 +28,10 @@ from fabric_core.environments import (
     TorchElasticEnvironment,
     find_free_port,
 )
+from fabric_core.utilities.rank_zero import rank_zero_only
+from fabric_core.utilities.warnings import PossibleUserWarning
+
+_which = shutil.which
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +44,8 @@ def _clean_launcher_variables(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "0")
     monkeypatch.delenv("MASTER_PORT")
     monkeypatch.setitem(sys.modules, "mpi4py", None)
+    # As on a machine without Slurm, wherever the tests run; tests that need it put srun back.
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None if name == "srun" else _which(name))
 
 
 def _set_env(monkeypatch, **variables):
@@ -142,6 +151,28 @@ def test_local_reads_node_rank(monkeypatch):
     assert LocalEnvironment().node_rank() == 3
 
 
+def test_local_node_rank_falls_back_to_group_rank_then_zero(monkeypatch):
+    assert LocalEnvironment().node_rank() == 0
+    monkeypatch.setenv("GROUP_RANK", "2")
+    assert LocalEnvironment().node_rank() == 2
+
+
+def test_local_main_port_takes_standalone_port_when_master_port_is_unset(monkeypatch):
+    monkeypatch.setenv("STANDALONE_PORT", "29123")
+    assert LocalEnvironment().main_port == 29123
+    assert os.environ["MASTER_PORT"] == "29123"
+
+
+def test_local_master_port_wins_over_standalone_port(monkeypatch):
+    _set_env(monkeypatch, STANDALONE_PORT=29123, MASTER_PORT=29500)
+    assert LocalEnvironment().main_port == 29500
+
+
+def test_local_global_rank_is_the_rank_of_the_rank_zero_helpers():
+    LocalEnvironment().set_global_rank(3)
+    assert rank_zero_only.rank == 3
+
+
 def test_local_keeps_the_world_size_and_rank_it_is_given():
     env = LocalEnvironment()
     env.set_world_size(8)
@@ -181,10 +212,15 @@ def test_torchelastic_is_detected_under_torchrun():
     assert TorchElasticEnvironment.detect()
 
 
-@pytest.mark.usefixtures("torchrun")
-@pytest.mark.parametrize("missing", ["RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"])
-def test_torchelastic_is_not_detected_without_each_required_variable(monkeypatch, missing):
-    monkeypatch.delenv(missing)
+def test_torchelastic_is_detected_by_torchrun_run_id_alone(monkeypatch):
+    # As torch.distributed.is_torchelastic_launched(): TORCHELASTIC_RUN_ID names every torchrun run.
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run-1")
+    assert TorchElasticEnvironment.detect()
+
+
+def test_torchelastic_is_not_detected_from_rank_variables_without_a_run_id(monkeypatch):
+    # A hand-made launcher exporting torchrun's rank variables is left to the local environment.
+    _set_env(monkeypatch, RANK=0, GROUP_RANK=0, LOCAL_RANK=0, LOCAL_WORLD_SIZE=1, WORLD_SIZE=1)
     assert not TorchElasticEnvironment.detect()
 
 
@@ -205,13 +241,28 @@ def test_torchelastic_reads_main_address_and_port():
     assert (env.main_address, env.main_port) == ("node0", 29400)
 
 
-def test_torchelastic_main_address_defaults_to_loopback():
-    assert TorchElasticEnvironment().main_address == "127.0.0.1"
+def test_torchelastic_main_address_defaults_to_loopback_with_a_warning():
+    with pytest.warns(UserWarning, match=r"MASTER_ADDR is not set; TorchElasticEnvironment uses 127.0.0.1"):
+        assert TorchElasticEnvironment().main_address == "127.0.0.1"
 
 
-def test_torchelastic_without_master_port_names_it_and_torchrun():
-    with pytest.raises(RuntimeError, match=r"MASTER_PORT is not set.*torchrun"):
-        _ = TorchElasticEnvironment().main_port
+def test_torchelastic_main_port_defaults_to_12910_with_a_warning():
+    with pytest.warns(UserWarning, match=r"MASTER_PORT is not set; TorchElasticEnvironment uses 12910"):
+        assert TorchElasticEnvironment().main_port == 12910
+
+
+@pytest.mark.parametrize(
+    ("method", "variable"), [("world_size", "WORLD_SIZE"), ("global_rank", "RANK"), ("local_rank", "LOCAL_RANK")]
+)
+def test_torchelastic_missing_rank_variable_is_a_key_error_naming_it_and_torchrun(method, variable):
+    with pytest.raises(KeyError, match=rf"^Environment variable {variable} is not set.*torchrun"):
+        getattr(TorchElasticEnvironment(), method)()
+
+
+@pytest.mark.usefixtures("torchrun")
+def test_torchelastic_node_rank_is_zero_without_group_rank(monkeypatch):
+    monkeypatch.delenv("GROUP_RANK")
+    assert TorchElasticEnvironment().node_rank() == 0
 
 
 @pytest.mark.usefixtures("torchrun")
@@ -247,15 +298,25 @@ def test_torchelastic_accepts_matching_settings():
 
 
 @pytest.mark.usefixtures("torchrun")
-def test_torchelastic_rejects_devices_that_differ_from_nproc_per_node():
-    message = r"torchrun started 4 processes per node but Fabric\(devices=2\): set devices=4 or --nproc-per-node=2"
+def test_torchelastic_accepts_any_split_of_the_world_size():
+    # Only the total must match, as in Lightning: the ranks come from torchrun either way.
+    TorchElasticEnvironment().validate_settings(num_devices=8, num_nodes=1)
+
+
+@pytest.mark.usefixtures("torchrun")
+def test_torchelastic_rejects_devices_times_nodes_that_differ_from_the_world_size():
+    message = (
+        r"torchrun started 8 processes \(WORLD_SIZE=8\) but Fabric\(devices=2, num_nodes=2\) expects 4: "
+        r"set devices=4, num_nodes=2 .* --nproc-per-node=2 --nnodes=2"
+    )
     with pytest.raises(ValueError, match=message):
         TorchElasticEnvironment().validate_settings(num_devices=2, num_nodes=2)
 
 
 @pytest.mark.usefixtures("torchrun")
-def test_torchelastic_rejects_num_nodes_that_differ_from_nnodes():
-    with pytest.raises(ValueError, match=r"started 8 processes .* expects 12: set num_nodes=2 or --nnodes=3"):
+def test_torchelastic_mismatch_without_local_world_size_asks_for_a_matching_product(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    with pytest.raises(ValueError, match=r"expects 12: set devices and num_nodes so that devices \* num_nodes == 8"):
         TorchElasticEnvironment().validate_settings(num_devices=4, num_nodes=3)
 
 
@@ -310,9 +371,60 @@ def test_slurm_reads_ranks_and_sizes():
     assert (env.world_size(), env.global_rank(), env.local_rank(), env.node_rank()) == (8, 6, 2, 1)
 
 
-def test_slurm_without_its_variables_names_the_missing_one_and_srun():
-    with pytest.raises(RuntimeError, match=r"SLURM_PROCID is not set.*srun"):
-        SLURMEnvironment().global_rank()
+@pytest.mark.parametrize(
+    ("method", "variable"),
+    [
+        ("world_size", "SLURM_NTASKS"),
+        ("global_rank", "SLURM_PROCID"),
+        ("local_rank", "SLURM_LOCALID"),
+        ("node_rank", "SLURM_NODEID"),
+    ],
+)
+def test_slurm_missing_rank_variable_is_a_key_error_naming_it_and_srun(method, variable):
+    with pytest.raises(KeyError, match=rf"^Environment variable {variable} is not set.*srun"):
+        getattr(SLURMEnvironment(), method)()
+
+
+def test_slurm_job_started_with_ntasks_instead_of_ntasks_per_node_is_refused(monkeypatch):
+    # Slurm may spread --ntasks unevenly over the nodes; Fabric needs the same count on each.
+    _set_env(monkeypatch, SLURM_NTASKS=8, SLURM_NNODES=2)
+    with pytest.raises(RuntimeError, match=r"--ntasks=8 but without --ntasks-per-node.*use --ntasks-per-node="):
+        SLURMEnvironment()
+
+
+@pytest.mark.parametrize("tasks", ["1", None])
+def test_slurm_single_task_needs_no_ntasks_per_node(monkeypatch, tasks):
+    if tasks is not None:
+        monkeypatch.setenv("SLURM_NTASKS", tasks)
+    SLURMEnvironment()
+
+
+@pytest.mark.usefixtures("slurm")
+def test_slurm_job_refused_for_its_ntasks_fails_fabric_resolution(monkeypatch):
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE")
+    with pytest.raises(RuntimeError, match=r"--ntasks=8 but without --ntasks-per-node"):
+        Fabric(accelerator="cpu", devices=4, num_nodes=2)
+
+
+def test_slurm_warns_when_srun_is_available_but_did_not_start_the_process(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/srun")
+    with pytest.warns(PossibleUserWarning, match=r"`srun` command is available .* `srun python"):
+        assert not SLURMEnvironment.detect()
+
+
+@pytest.mark.usefixtures("slurm")
+def test_slurm_does_not_warn_about_srun_inside_a_job_step(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: "/usr/bin/srun")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SLURMEnvironment.detect()
+        SLURMEnvironment()
+
+
+def test_slurm_auto_requeue_can_be_changed_after_creation():
+    env = SLURMEnvironment()
+    env.auto_requeue = False
+    assert not env.auto_requeue
 
 
 @pytest.mark.usefixtures("slurm")
@@ -359,6 +471,11 @@ def test_slurm_rejects_a_requeue_signal_that_is_not_a_signal():
         ("login.cluster.org,node[1-4]", "login.cluster.org"),
         ("node[1-4],login", "node1"),
         ("node-1 node-2", "node-1"),
+        ("  node-1 node-2", "node-1"),
+        ("node1\tnode2", "node1"),
+        ("node[001-003, 005],gpu1", "node001"),
+        ("node[1 - 3]", "node1"),
+        ("node[1, 3] other", "node1"),
     ],
 )
 def test_slurm_resolves_the_first_host_of_a_nodelist(nodelist, first):
@@ -460,8 +577,7 @@ def test_slurm_rejects_num_nodes_that_differ_from_nnodes():
 
 @pytest.mark.usefixtures("slurm")
 def test_slurm_rejects_a_task_count_that_differs_from_devices_times_nodes(monkeypatch):
-    monkeypatch.delenv("SLURM_NTASKS_PER_NODE")
-    monkeypatch.setenv("SLURM_NTASKS", "6")
+    monkeypatch.setenv("SLURM_NTASKS", "6")  # --ntasks=6 --ntasks-per-node=4 --nodes=2: 4 + 2 tasks
     message = r"Slurm started 6 tasks \(--ntasks=6\) but Fabric\(devices=4, num_nodes=2\) expects 8"
     with pytest.raises(ValueError, match=message):
         SLURMEnvironment().validate_settings(num_devices=4, num_nodes=2)
@@ -561,7 +677,7 @@ def test_lsf_matches_a_fully_qualified_host_name_to_a_short_one(monkeypatch):
 @pytest.mark.usefixtures("lsf")
 def test_lsf_rejects_a_host_that_is_not_in_the_job(monkeypatch):
     monkeypatch.setattr(socket, "gethostname", lambda: "login3")
-    with pytest.raises(RuntimeError, match=r"host name 'login3' is not among the job's compute hosts"):
+    with pytest.raises(KeyError, match=r"^This machine's host name 'login3' is not among the job's compute hosts"):
         LSFEnvironment()
 
 
@@ -579,7 +695,7 @@ def test_lsf_main_port_is_overridden_by_master_port(monkeypatch):
 @pytest.mark.usefixtures("lsf")
 def test_lsf_without_job_id_or_master_port_names_lsb_jobid(monkeypatch):
     monkeypatch.delenv("LSB_JOBID")
-    with pytest.raises(RuntimeError, match=r"LSB_JOBID is not set.*jsrun"):
+    with pytest.raises(ValueError, match=r"LSB_JOBID is not set.*jsrun"):
         LSFEnvironment()
 
 
@@ -611,26 +727,26 @@ def test_lsf_rejects_malformed_lsb_mcpu_hosts_naming_it(monkeypatch, value):
 @pytest.mark.usefixtures("lsf")
 def test_lsf_without_any_host_source_lists_the_variables(monkeypatch):
     monkeypatch.delenv("LSB_DJOB_RANKFILE")
-    with pytest.raises(RuntimeError, match=r"none of LSB_DJOB_RANKFILE, LSB_MCPU_HOSTS, LSB_HOSTS is set"):
+    with pytest.raises(ValueError, match=r"none of LSB_DJOB_RANKFILE, LSB_MCPU_HOSTS, LSB_HOSTS is set"):
         LSFEnvironment()
 
 
 def test_lsf_rank_file_with_only_the_launch_node_is_rejected(lsf):
     lsf.write_text("batch1\n\n")
-    with pytest.raises(RuntimeError, match=r"LSB_DJOB_RANKFILE=.* lists no compute host"):
+    with pytest.raises(ValueError, match=r"LSB_DJOB_RANKFILE=.* lists no compute host"):
         LSFEnvironment()
 
 
 def test_lsf_unreadable_rank_file_names_its_path(lsf, monkeypatch):
     monkeypatch.setenv("LSB_DJOB_RANKFILE", str(lsf.parent / "missing"))
-    with pytest.raises(RuntimeError, match=r"Cannot read the LSF rank file LSB_DJOB_RANKFILE=.*missing"):
+    with pytest.raises(FileNotFoundError, match=r"Cannot read the LSF rank file LSB_DJOB_RANKFILE=.*missing"):
         LSFEnvironment()
 
 
 @pytest.mark.usefixtures("lsf")
 def test_lsf_without_jsm_rank_names_the_variable(monkeypatch):
     monkeypatch.delenv("JSM_NAMESPACE_RANK")
-    with pytest.raises(RuntimeError, match=r"JSM_NAMESPACE_RANK is not set.*jsrun"):
+    with pytest.raises(ValueError, match=r"JSM_NAMESPACE_RANK is not set.*jsrun"):
         LSFEnvironment().global_rank()
 
 
@@ -734,7 +850,7 @@ def test_mpi_is_not_detected_without_mpi4py(monkeypatch):
 
 
 def test_mpi_without_mpi4py_asks_to_install_it():
-    with pytest.raises(RuntimeError, match=r"mpi4py, which is not installed: pip install mpi4py"):
+    with pytest.raises(ModuleNotFoundError, match=r"mpi4py, which is not installed: pip install mpi4py"):
         MPIEnvironment()
 
 
@@ -743,7 +859,7 @@ def test_mpi_with_a_broken_mpi4py_reports_the_import_error(monkeypatch):
     broken = types.ModuleType("mpi4py")
     broken.__path__ = []
     monkeypatch.setitem(sys.modules, "mpi4py", broken)
-    with pytest.raises(RuntimeError, match=r"mpi4py is installed but failed to import"):
+    with pytest.raises(ImportError, match=r"mpi4py is installed but failed to import"):
         MPIEnvironment()
 
 
@@ -754,6 +870,12 @@ def test_mpi_single_process_reads_everything_from_comm_world(fake_mpi):
     assert (env.world_size(), env.global_rank(), env.local_rank(), env.node_rank()) == (1, 0, 0, 0)
     assert env.main_address == "node0"
     assert 0 < env.main_port < 65536
+
+
+def test_mpi_rank_zero_takes_standalone_port(fake_mpi, monkeypatch):
+    fake_mpi(hostnames=["node0", "node1"])
+    monkeypatch.setenv("STANDALONE_PORT", "29124")
+    assert MPIEnvironment().main_port == 29124
 
 
 @pytest.mark.parametrize(
@@ -821,22 +943,16 @@ def kubeflow(monkeypatch):
 
 
 @pytest.mark.usefixtures("kubeflow")
-def test_kubeflow_is_detected_in_a_pytorchjob_pod():
-    assert KubeflowEnvironment.detect()
+def test_kubeflow_is_never_detected_automatically():
+    # As in Lightning: a pod that starts its own processes, or trains on its own, looks the same.
+    assert KubeflowEnvironment.detect() is False
 
 
 @pytest.mark.usefixtures("kubeflow")
-@pytest.mark.parametrize("missing", ["KUBERNETES_PORT", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"])
-def test_kubeflow_is_not_detected_without_each_required_variable(monkeypatch, missing):
-    monkeypatch.delenv(missing)
-    assert not KubeflowEnvironment.detect()
-
-
-@pytest.mark.usefixtures("kubeflow")
-@pytest.mark.parametrize("torchrun_variable", ["GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"])
-def test_kubeflow_is_not_detected_when_torchrun_runs_in_the_pod(monkeypatch, torchrun_variable):
-    monkeypatch.setenv(torchrun_variable, "0")
-    assert not KubeflowEnvironment.detect()
+def test_a_pytorchjob_pod_runs_in_the_local_environment_unless_kubeflow_is_passed():
+    assert isinstance(Fabric(accelerator="cpu", devices=2).strategy.cluster_environment, LocalEnvironment)
+    fabric = Fabric(accelerator="cpu", devices=1, num_nodes=4, plugins=[KubeflowEnvironment()])
+    assert isinstance(fabric.strategy.cluster_environment, KubeflowEnvironment)
 
 
 @pytest.mark.usefixtures("kubeflow")
@@ -855,9 +971,15 @@ def test_kubeflow_ignores_a_different_world_size_and_rank():
     assert (env.world_size(), env.global_rank()) == (4, 2)
 
 
-def test_kubeflow_without_master_addr_names_it():
-    with pytest.raises(RuntimeError, match=r"MASTER_ADDR is not set.*PyTorchJob"):
+def test_kubeflow_without_master_addr_is_a_key_error_naming_it():
+    with pytest.raises(KeyError, match=r"^Environment variable MASTER_ADDR is not set.*PyTorchJob"):
         _ = KubeflowEnvironment().main_address
+
+
+@pytest.mark.parametrize(("method", "variable"), [("world_size", "WORLD_SIZE"), ("global_rank", "RANK")])
+def test_kubeflow_missing_rank_variable_is_a_key_error(method, variable):
+    with pytest.raises(KeyError, match=rf"{variable} is not set"):
+        getattr(KubeflowEnvironment(), method)()
 
 
 @pytest.mark.usefixtures("kubeflow")

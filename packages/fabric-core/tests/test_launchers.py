@@ -366,20 +366,54 @@ class Strategy:
         LOCAL_RANK = rank
 
 
-def all_reduce(value):
-    port = os.environ["MASTER_PORT"]
+def join_group():
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        init_method=f"tcp://127.0.0.1:{os.environ['MASTER_PORT']}",
         rank=LOCAL_RANK,
         world_size=2,
         timeout=timedelta(seconds=30),
     )
+
+
+def all_reduce(value):
+    port = os.environ["MASTER_PORT"]
+    join_group()
     tensor = torch.tensor([value + LOCAL_RANK])
     dist.all_reduce(tensor)
     dist.destroy_process_group()
     # The large tensor is more than a pipe holds: the result must not get stuck on its way back.
     return {"rank": LOCAL_RANK, "port": port, "sum": tensor, "large": torch.arange(100_000)}
+
+
+# Each rank adds 1.0 to every parameter and buffer, then all ranks report what they read.
+def add_one_in_place(modules):
+    join_group()
+    try:
+        tensors = [*modules["model"].parameters(), *modules["model"].buffers()]
+        for turn in range(2):  # one rank after the other: shared memory then reads 2.0, never a lost update
+            if turn == LOCAL_RANK:
+                with torch.no_grad():
+                    for tensor in tensors:
+                        tensor.add_(1.0)
+            dist.barrier()
+        seen = [tensor.flatten()[0].item() for tensor in tensors]
+        everyone = [None, None]
+        dist.all_gather_object(everyone, seen)
+        return everyone
+    finally:
+        dist.destroy_process_group()
+
+
+# Each rank steps its model by +1.0 through the optimizer passed in; returns what every rank read.
+def step_set_up_model(fabric, model, optimizer):
+    model, optimizer = fabric.setup(model, optimizer)
+    for turn in range(2):  # one rank after the other: shared memory then reads 2.0, never a lost update
+        if turn == fabric.global_rank:
+            model.weight.grad = torch.full_like(model.weight, -1.0)
+            optimizer.step()
+        fabric.barrier()
+    return fabric.all_gather(model.weight.detach().flatten()[0])
 
 
 def raise_on_rank_1():
@@ -416,6 +450,59 @@ def test_multiprocessing_launcher_returns_rank_zero_result(mp_helpers, start_met
     assert result["port"] == os.environ["MASTER_PORT"] == str(strategy.cluster_environment.main_port)
     assert torch.equal(result["sum"], torch.tensor([21]))
     assert torch.equal(result["large"], torch.arange(100_000))
+
+
+def _zero_model() -> torch.nn.Module:
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.register_buffer("count", torch.zeros(1))
+    torch.nn.init.zeros_(model.weight)
+    return model
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork"])
+def test_each_worker_updates_its_own_copy_of_a_module_passed_in(mp_helpers, start_method):
+    model = _zero_model()
+    launcher = MultiProcessingLauncher(mp_helpers.Strategy(), start_method=start_method)
+
+    seen = launcher.launch(mp_helpers.add_one_in_place, modules={"model": model})
+
+    # Parameter and buffer, on both ranks: 1.0. Memory shared between the ranks would read 2.0.
+    assert seen == [[1.0, 1.0], [1.0, 1.0]]
+    assert model.weight.item() == model.count.item() == 0.0  # nor did the workers write to the caller's
+
+
+def test_ddp_spawn_ranks_step_their_own_model_and_optimizer(mp_helpers):
+    from fabric_core import Fabric
+
+    model = _zero_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp_spawn")
+
+    seen = fabric.launch(mp_helpers.step_set_up_model, model, optimizer)
+
+    assert seen.tolist() == [1.0, 1.0]
+
+
+def test_only_a_run_on_the_cpu_unshares_modules():
+    # On an accelerator, setting the module up copies it to each rank's device anyway.
+    from fabric_core.launchers.multiprocessing import _runs_on_cpu
+
+    assert not _runs_on_cpu(types.SimpleNamespace(root_device=torch.device("cuda", 0)))
+    assert _runs_on_cpu(types.SimpleNamespace(root_device=torch.device("cpu")))
+    assert _runs_on_cpu(object())  # a strategy that does not say
+
+
+def test_unsharing_copies_a_modules_tensors_in_place():
+    from fabric_core.launchers.multiprocessing import _unshare_modules
+
+    model = _zero_model().share_memory()
+    weight, shared = model.weight, model.weight.data
+
+    (unshared,), _ = _unshare_modules(([model], {}))
+
+    assert unshared is model and model.weight is weight  # same objects: optimizers still point at them
+    assert model.weight.data_ptr() != shared.data_ptr()
+    assert not model.weight.is_shared() and not model.count.is_shared()
 
 
 def test_a_raising_worker_fails_the_launch_naming_its_rank(mp_helpers):

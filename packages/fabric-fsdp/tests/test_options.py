@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from fabric_core import Fabric
-from fabric_fsdp import FSDPStrategy, ModelParallelStrategy
+from fabric_core.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from fabric_fsdp import FSDPPrecision, FSDPStrategy, ModelParallelStrategy
 from fabric_fsdp.fsdp import SHARDING_STRATEGIES, parse_sharding_strategy
 from fabric_fsdp.policies import as_predicate, modules_to_checkpoint, modules_to_shard
 
@@ -166,6 +167,59 @@ def test_the_strategy_pickles_for_spawned_workers():
     strategy = Fabric(accelerator="cpu", devices=2, strategy=FSDPStrategy(start_method="spawn")).strategy
     restored = pickle.loads(pickle.dumps(strategy))
     assert restored.sharding_strategy == "FULL_SHARD" and restored.start_method == "spawn"
+
+
+# -- precision ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "precision",
+    [
+        Precision(),
+        DoublePrecision(),
+        HalfPrecision("bf16-true"),
+        MixedPrecision("bf16-mixed", device="cpu"),
+        "bf16-mixed",
+    ],
+    ids=["Precision", "DoublePrecision", "HalfPrecision", "MixedPrecision", "a-name"],
+)
+def test_a_precision_other_than_fsdp_precision_is_a_type_error_at_construction(precision):
+    # As in Lightning: FSDPStrategy takes FSDPPrecision plugins only.
+    with pytest.raises(TypeError, match=r"FSDPStrategy cannot train with .*: it needs an FSDPPrecision"):
+        FSDPStrategy(precision=precision)
+
+
+def test_fsdp_precision_is_accepted_at_construction():
+    precision = FSDPPrecision("bf16-mixed")
+    assert FSDPStrategy(precision=precision).precision is precision
+
+
+def test_the_precision_setter_refuses_what_construction_refuses():
+    strategy = FSDPStrategy()
+    with pytest.raises(TypeError, match=r"cannot train with Precision\(precision=.32-true.\)"):
+        strategy.precision = Precision()
+    strategy.precision = FSDPPrecision("16-true")
+    assert strategy.precision.precision == "16-true"
+    strategy.precision = None
+
+
+def test_the_precision_before_resolution_is_32_bit_fsdp_precision_and_not_a_given_one():
+    strategy = FSDPStrategy()
+    assert isinstance(strategy.precision, FSDPPrecision) and strategy.precision.precision == "32-true"
+    # Reading it did not make it a plugin the user passed: the flag still decides.
+    fabric = Fabric(accelerator="cpu", devices=2, strategy=strategy, precision="bf16-mixed")
+    assert fabric.strategy.precision.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("plugin", [Precision(), HalfPrecision("16-true"), DoublePrecision()])
+def test_a_precision_plugin_that_is_not_fsdp_precision_is_refused_through_fabric(plugin):
+    with pytest.raises(TypeError, match=rf"FSDPStrategy cannot train with {type(plugin).__name__}"):
+        Fabric(accelerator="cpu", devices=2, strategy="fsdp", plugins=[plugin])
+
+
+def test_a_precision_name_fsdp_cannot_train_with_is_a_value_error():
+    with pytest.raises(ValueError, match=r"cannot train with precision='transformer-engine': use one of '32-true'"):
+        Fabric(accelerator="cpu", devices=2, strategy="fsdp", precision="transformer-engine")
 
 
 # -- policies ----------------------------------------------------------------------------------------

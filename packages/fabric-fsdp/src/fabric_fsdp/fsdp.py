@@ -32,7 +32,7 @@ from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.utilities import distributed as collectives
 from fabric_fsdp.policies import as_predicate, modules_to_checkpoint, modules_to_shard
-from fabric_fsdp.precision import FSDPPrecision
+from fabric_fsdp.precision import PRECISIONS, FSDPPrecision
 from fabric_fsdp.sharded import ShardedStrategy
 
 #: sharding strategy -> (mesh kind, reshard parameters after forward)
@@ -189,10 +189,8 @@ class FSDPStrategy(ShardedStrategy):
         **kwargs: Any,
     ) -> None:
         _reject_unknown_options(kwargs)
-        if precision is not None and not isinstance(precision, Precision):
-            raise TypeError(
-                f"FSDPStrategy(precision={precision!r}) must be a Precision such as FSDPPrecision('bf16-mixed')."
-            )
+        if precision is not None:
+            self._check_precision(precision)
         if state_dict_type not in ("sharded", "full"):
             raise ValueError(
                 f"FSDPStrategy(state_dict_type={state_dict_type!r}) must be 'sharded' (a directory, each rank writes "
@@ -208,6 +206,7 @@ class FSDPStrategy(ShardedStrategy):
             activation_checkpointing_policy, "FSDPStrategy(activation_checkpointing_policy=...)"
         )
         self._state_dict_type = state_dict_type
+        self._precision_for_name: Precision | None = None
         super().__init__(
             accelerator=accelerator,
             parallel_devices=parallel_devices,
@@ -217,6 +216,51 @@ class FSDPStrategy(ShardedStrategy):
             process_group_backend=process_group_backend,
             timeout=timeout,
             start_method=start_method,
+        )
+
+    # -- precision ---------------------------------------------------------------------------------
+
+    @property
+    def precision(self) -> Precision:
+        # Until Fabric resolves one, 32-bit FSDP precision, as in Lightning (not remembered, so that it
+        # never counts as a precision the user gave).
+        return self._precision if self._precision is not None else FSDPPrecision("32-true")
+
+    @precision.setter
+    def precision(self, precision: Precision | None) -> None:
+        if precision is not None:
+            self._check_precision(precision)
+        self._precision = precision
+
+    def precision_for(self, name: str) -> Precision | None:
+        """The five precisions of sharded training are FSDPPrecision; ``"64-true"`` is core's DoublePrecision.
+
+        Any other name is a ``ValueError``, as it is in Lightning.
+        """
+        if name in PRECISIONS:
+            return FSDPPrecision(name)  # type: ignore[arg-type]
+        if name == "64-true":
+            from fabric_core.precision.double import DoublePrecision
+
+            # Remembered: the one precision instance besides FSDPPrecision this strategy trains with.
+            self._precision_for_name = DoublePrecision()
+            return self._precision_for_name
+        raise ValueError(
+            f"{type(self).__name__} cannot train with precision={name!r}: use one of "
+            f"{', '.join(repr(p) for p in (*PRECISIONS, '64-true'))}."
+        )
+
+    def _check_precision(self, precision: Any) -> None:
+        # Lightning's FSDPStrategy takes FSDPPrecision only (a TypeError otherwise): other plugins' loss
+        # scalers and casts do not know about sharded parameters.
+        if isinstance(precision, FSDPPrecision) or (
+            precision is not None and precision is getattr(self, "_precision_for_name", None)
+        ):
+            return
+        raise TypeError(
+            f"{type(self).__name__} cannot train with {precision!r}: it needs an FSDPPrecision, whose loss scaler "
+            "and mixed-precision policy work on sharded parameters. Pass the precision by name, e.g. "
+            "Fabric(precision='bf16-mixed'), or as FSDPStrategy(precision=FSDPPrecision('bf16-mixed'))."
         )
 
     # -- options -----------------------------------------------------------------------------------

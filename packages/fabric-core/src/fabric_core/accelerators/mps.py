@@ -18,6 +18,15 @@ class MPSAccelerator(Accelerator):
     is_gpu = True
     default_process_group_backend = "gloo"
 
+    def setup_device(self, device: torch.device) -> None:
+        """Check that ``device`` is the MPS device; anything else is a ``ValueError`` (as in Lightning)."""
+        device = torch.device(device)
+        if device.type != "mps":
+            raise ValueError(
+                f"MPSAccelerator.setup_device({device}): expected the MPS device, torch.device('mps'). Use "
+                f"the accelerator of {device.type!r} devices for this one (e.g. accelerator={device.type!r})."
+            )
+
     @staticmethod
     def is_available() -> bool:
         # Only ask torch on macOS/arm64: elsewhere the backend cannot exist, and asking costs time.

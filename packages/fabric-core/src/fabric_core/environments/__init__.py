@@ -1,10 +1,12 @@
 """Cluster environments: where each process of a run sits and how the processes find rank 0.
 
-``Fabric(...)`` picks the first registered environment whose ``detect()`` holds (Slurm, torchrun,
-Kubeflow, LSF, MPI, in that order) and falls back to :class:`LocalEnvironment`. Pass one explicitly
-with ``Fabric(plugins=[SLURMEnvironment(auto_requeue=False)])``.
+``Fabric(...)`` picks the first registered environment whose ``detect()`` holds (torchrun ahead of
+Slurm, then LSF and MPI) and falls back to :class:`LocalEnvironment`. Kubeflow, as in Lightning, is
+never detected: pass it, or any other, explicitly, e.g.
+``Fabric(plugins=[SLURMEnvironment(auto_requeue=False)])``.
 
-Every module here imports only the standard library; mpi4py is imported when MPI is detected or used.
+Every module here imports only the standard library (and fabric-core's rank-zero and warning helpers,
+which do too); mpi4py is imported when MPI is detected or used, torch when torchrun is detected.
 """
 
 from __future__ import annotations

@@ -6,19 +6,15 @@ import logging
 import os
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.local import _int_from_env
+from fabric_core.environments.local import EnvironmentKeyError, _int_from_env
 
 log = logging.getLogger(__name__)
-
-_REQUIRED = ("KUBERNETES_PORT", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
-# torchrun inside a pod sets these; then TorchElasticEnvironment describes the processes, not this one.
-_TORCHELASTIC = ("GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
 def _kubeflow_variable(name: str) -> str:
     value = os.environ.get(name)
     if not value:
-        raise RuntimeError(
+        raise EnvironmentKeyError(
             f"Environment variable {name} is not set, but KubeflowEnvironment reads it. Run the script as a "
             "replica of a Kubeflow PyTorchJob, whose operator sets it in every pod."
         )
@@ -34,10 +30,13 @@ class KubeflowEnvironment(ClusterEnvironment):
     """The Kubeflow training operator started one pod per process and exported the rendezvous variables.
 
     Each pod is a node with one device, so ``RANK`` is both the global rank and the node rank and the
-    local rank is always 0; run with ``Fabric(devices=1, num_nodes=<replicas>)``. Detected when
-    ``KUBERNETES_PORT``, ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE`` and ``RANK`` are set and none
-    of torchrun's ``GROUP_RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` is (a PyTorchJob that runs
-    ``torchrun`` in each pod is a TorchElastic run).
+    local rank is always 0. As in Lightning, it is never detected automatically: a pod's variables
+    look the same whether it runs one process per pod or starts its own, so pass it yourself::
+
+        fabric = Fabric(devices=1, num_nodes=replicas, plugins=[KubeflowEnvironment()])
+
+    A missing variable is a ``KeyError``. (A PyTorchJob that runs ``torchrun`` in each pod is detected
+    as a TorchElastic run.)
     """
 
     @property
@@ -54,7 +53,12 @@ class KubeflowEnvironment(ClusterEnvironment):
 
     @staticmethod
     def detect() -> bool:
-        return all(name in os.environ for name in _REQUIRED) and not any(name in os.environ for name in _TORCHELASTIC)
+        """Always ``False``: pass ``plugins=[KubeflowEnvironment()]`` to use it.
+
+        Detecting it from ``MASTER_ADDR``, ``WORLD_SIZE`` and ``RANK`` would take over pods that start
+        several processes themselves, or that each train on their own.
+        """
+        return False
 
     def world_size(self) -> int:
         return _kubeflow_int("WORLD_SIZE")

@@ -6,6 +6,7 @@ import os
 import socket
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.utilities.rank_zero import rank_zero_only
 
 
 def find_free_port() -> int:
@@ -13,6 +14,11 @@ def find_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _standalone_or_free_port() -> int:
+    # STANDALONE_PORT pins the port a single-node run would otherwise pick at random (as in Lightning).
+    return _int_from_env("STANDALONE_PORT") if os.environ.get("STANDALONE_PORT") else find_free_port()
 
 
 def _int_from_env(*names: str, default: int = 0) -> int:
@@ -27,21 +33,36 @@ def _int_from_env(*names: str, default: int = 0) -> int:
     return default
 
 
-def required_int_from_env(name: str, environment: str, how_to_set: str) -> int:
+class EnvironmentKeyError(KeyError):
+    """What the cluster environments raise for a missing variable: a ``KeyError``, as in Lightning.
+
+    Unlike a plain ``KeyError``, whose message is shown quoted, its message reads as a sentence.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def required_int_from_env(
+    name: str, environment: str, how_to_set: str, error: type[Exception] = EnvironmentKeyError
+) -> int:
     """An integer environment variable that ``environment`` cannot work without.
 
-    A missing one is a ``RuntimeError`` saying how the variable is normally set (``how_to_set``).
+    A missing one raises ``error`` (a ``KeyError`` by default, as reading ``os.environ[name]`` does in
+    Lightning's environments) saying how the variable is normally set (``how_to_set``); a malformed
+    one raises ``ValueError``.
     """
     if not os.environ.get(name):
-        raise RuntimeError(f"Environment variable {name} is not set, but {environment} reads it. {how_to_set}")
+        raise error(f"Environment variable {name} is not set, but {environment} reads it. {how_to_set}")
     return _int_from_env(name)
 
 
 class LocalEnvironment(ClusterEnvironment):
     """No scheduler: Fabric's own launcher starts the processes of each node.
 
-    Reads ``MASTER_ADDR`` (default ``127.0.0.1``), ``MASTER_PORT`` (a free port is picked and exported
-    when unset, so processes started later inherit it), ``NODE_RANK`` and ``LOCAL_RANK``.
+    Reads ``MASTER_ADDR`` (default ``127.0.0.1``), ``MASTER_PORT`` (when unset: ``STANDALONE_PORT``, else a
+    free port; either is exported, so processes started later inherit it), ``NODE_RANK`` (else
+    torchrun's ``GROUP_RANK``, else 0) and ``LOCAL_RANK``.
     """
 
     def __init__(self) -> None:
@@ -64,7 +85,7 @@ class LocalEnvironment(ClusterEnvironment):
             if os.environ.get("MASTER_PORT"):
                 self._main_port = _int_from_env("MASTER_PORT")
             else:
-                self._main_port = find_free_port()
+                self._main_port = _standalone_or_free_port()
                 os.environ["MASTER_PORT"] = str(self._main_port)
         return self._main_port
 
@@ -83,6 +104,7 @@ class LocalEnvironment(ClusterEnvironment):
 
     def set_global_rank(self, rank: int) -> None:
         self._global_rank = rank
+        rank_zero_only.rank = rank  # as in Lightning: rank-zero helpers follow the rank the strategy decided
 
     def local_rank(self) -> int:
         return _int_from_env("LOCAL_RANK")

@@ -7,7 +7,7 @@ import os
 import socket
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.local import _int_from_env, required_int_from_env
+from fabric_core.environments.local import EnvironmentKeyError, _int_from_env, required_int_from_env
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +15,12 @@ _HOST_SOURCES = ("LSB_DJOB_RANKFILE", "LSB_MCPU_HOSTS", "LSB_HOSTS")
 
 
 def _lsf_int(name: str) -> int:
+    # Lightning's LSF environment reports a missing variable as a ValueError, not a KeyError.
     return required_int_from_env(
-        name, "LSFEnvironment", "Start one process per device with `jsrun` inside an LSF job (bsub), which sets it."
+        name,
+        "LSFEnvironment",
+        "Start one process per device with `jsrun` inside an LSF job (bsub), which sets it.",
+        error=ValueError,
     )
 
 
@@ -25,9 +29,11 @@ def _read_rank_file(path: str) -> list[str]:
         with open(path) as file:
             return [line.strip() for line in file if line.strip()]
     except OSError as err:
-        raise RuntimeError(
-            f"Cannot read the LSF rank file LSB_DJOB_RANKFILE={path!r} ({err}); run inside an LSF job, "
-            "where LSF writes that file, or unset the variable."
+        # The same OSError subclass (FileNotFoundError, PermissionError, ...) and errno that opening it raised.
+        raise type(err)(
+            err.errno,
+            f"Cannot read the LSF rank file LSB_DJOB_RANKFILE={path!r} ({err.strerror or err}); run inside an "
+            "LSF job, where LSF writes that file, or unset the variable.",
         ) from None
 
 
@@ -46,7 +52,7 @@ def _job_hosts() -> list[str]:
     """One entry per slot of the job, in LSF's order, read from the first of the host sources that is set."""
     name = next((name for name in _HOST_SOURCES if os.environ.get(name)), None)
     if name is None:
-        raise RuntimeError(
+        raise ValueError(
             "LSFEnvironment needs the job's hosts but none of LSB_DJOB_RANKFILE, LSB_MCPU_HOSTS, "
             "LSB_HOSTS is set: run inside an LSF job (bsub)."
         )
@@ -60,7 +66,7 @@ def _job_hosts() -> list[str]:
     # The first entry is the launch (batch) node that runs the job script, not a compute node.
     compute_hosts = hosts[1:]
     if not compute_hosts:
-        raise RuntimeError(
+        raise ValueError(
             f"{name}={value!r} lists no compute host after the launch node: LSF hosts are expected one per "
             "slot with the launch node first. Check the job's resource request (bsub -nnodes)."
         )
@@ -79,7 +85,9 @@ class LSFEnvironment(ClusterEnvironment):
     ``LSB_HOSTS``; their first entry, the launch node, is skipped. The node rank is the index of this
     machine among the distinct compute hosts, the main address is the first compute host and the main
     port is ``MASTER_PORT`` or derived from ``LSB_JOBID``. These are read once, at construction, so a
-    broken job description fails before anything starts.
+    broken job description fails before anything starts: a missing variable is a ``ValueError``, a
+    rank file that cannot be read an ``OSError`` and a machine that is not among the job's hosts a
+    ``KeyError``, as in Lightning.
     """
 
     def __init__(self) -> None:
@@ -154,7 +162,7 @@ class LSFEnvironment(ClusterEnvironment):
         short_names = [host.split(".")[0] for host in distinct]
         if hostname.split(".")[0] in short_names:
             return short_names.index(hostname.split(".")[0])
-        raise RuntimeError(
+        raise EnvironmentKeyError(
             f"This machine's host name {hostname!r} is not among the job's compute hosts {distinct}: "
             "LSFEnvironment must run on a compute node of the job, started by `jsrun`."
         )

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.local import find_free_port
+from fabric_core.environments.local import _standalone_or_free_port
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,10 @@ def _comm_world() -> Any:
     try:
         from mpi4py import MPI
     except ImportError as err:
-        raise RuntimeError(
+        raise ImportError(
             f"mpi4py is installed but failed to import ({err}); MPIEnvironment needs it working. "
-            "Reinstall it against this machine's MPI: pip install --no-binary mpi4py mpi4py"
+            "Reinstall it against this machine's MPI: pip install --no-binary mpi4py mpi4py",
+            name=err.name,
         ) from err
     return MPI.COMM_WORLD
 
@@ -57,16 +58,18 @@ class MPIEnvironment(ClusterEnvironment):
 
         mpirun -n 8 -N 4 python train.py   # with Fabric(devices=4, num_nodes=2)
 
-    Needs ``pip install mpi4py``. Rank 0's host name is the main address and rank 0 picks a free port;
-    both are broadcast, so the first access to :attr:`main_address`, :attr:`main_port`,
-    :meth:`local_rank` or :meth:`node_rank` is a collective call that every process must make. Results
-    are cached. Nodes are numbered in the order of their lowest rank, so rank 0 is on node 0.
+    Needs ``pip install mpi4py`` (a ``ModuleNotFoundError`` without it). Rank 0's host name is the main
+    address and rank 0 picks a free port (or takes ``STANDALONE_PORT``); both are broadcast, so the
+    first access to :attr:`main_address`, :attr:`main_port`, :meth:`local_rank` or :meth:`node_rank` is
+    a collective call that every process must make. Results are cached. Nodes are numbered in the
+    order of their lowest rank, so rank 0 is on node 0 (Lightning numbers them by sorted host name).
     """
 
     def __init__(self) -> None:
         if not _mpi4py_available():
-            raise RuntimeError(
-                "MPIEnvironment reads ranks and hosts through mpi4py, which is not installed: pip install mpi4py"
+            raise ModuleNotFoundError(
+                "MPIEnvironment reads ranks and hosts through mpi4py, which is not installed: pip install mpi4py",
+                name="mpi4py",
             )
         self._comm = _comm_world()
         self._local_rank: int | None = None
@@ -87,7 +90,7 @@ class MPIEnvironment(ClusterEnvironment):
     @property
     def main_port(self) -> int:
         if self._main_port is None:
-            port = find_free_port() if self._comm.Get_rank() == 0 else None
+            port = _standalone_or_free_port() if self._comm.Get_rank() == 0 else None
             self._main_port = self._comm.bcast(port, root=0)
         return self._main_port
 

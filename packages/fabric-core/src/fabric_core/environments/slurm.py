@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
+import sys
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
 from fabric_core.environments.local import _int_from_env, required_int_from_env
 from fabric_core.environments.torchelastic import TorchElasticEnvironment
+from fabric_core.utilities.rank_zero import rank_zero_warn
+from fabric_core.utilities.warnings import PossibleUserWarning
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +21,12 @@ log = logging.getLogger(__name__)
 # hand, so the Slurm task variables describe the allocation rather than the processes of the run.
 _INTERACTIVE_JOB_NAMES = ("bash", "interactive")
 
-# One host of a Slurm host list: plain characters and bracketed ranges, up to the first top-level comma.
-_HOST = re.compile(r"(?:[^,\[\]]|\[[^\[\]]*\])+")
+# One host of a Slurm host list: plain characters and bracketed ranges, up to the first comma or
+# whitespace outside brackets. Spaces inside brackets ("node[1-3, 7]") are tolerated, as Lightning does.
+_HOST = re.compile(r"(?:[^,\s\[\]]|\[[^\[\]]*\])+")
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
-_RANGES = re.compile(r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*")
+_NUMBER = r"\s*\d+\s*"
+_RANGES = re.compile(rf"{_NUMBER}(?:-{_NUMBER})?(?:,{_NUMBER}(?:-{_NUMBER})?)*")
 _DEFAULT_PORT = 12910
 
 
@@ -40,6 +46,35 @@ def _is_interactive() -> bool:
     return SLURMEnvironment.job_name() in _INTERACTIVE_JOB_NAMES
 
 
+def _is_srun_used() -> bool:
+    return "SLURM_NTASKS" in os.environ and not _is_interactive()
+
+
+def _warn_if_srun_is_not_used() -> None:
+    # A multi-process job started without srun hangs waiting for ranks that never start: the most
+    # common Slurm mistake. Having srun on the PATH but no job step suggests it.
+    if sys.platform == "win32" or _is_srun_used() or shutil.which("srun") is None:
+        return
+    command = " ".join(["srun", os.path.basename(sys.executable), *sys.argv])
+    rank_zero_warn(
+        "The `srun` command is available on this machine but did not start this process. To run on Slurm, "
+        f"start the script as a job step: `{command}`.",
+        category=PossibleUserWarning,
+    )
+
+
+def _check_task_layout() -> None:
+    # With --ntasks alone, Slurm may place the tasks unevenly across nodes, while Fabric starts the
+    # same number of ranks (devices) on every node; --ntasks-per-node fixes the layout.
+    tasks = _int_from_env("SLURM_NTASKS", default=1)
+    if tasks > 1 and "SLURM_NTASKS_PER_NODE" not in os.environ:
+        raise RuntimeError(
+            f"The job was started with --ntasks={tasks} but without --ntasks-per-node, which Fabric needs to "
+            f"place the same number of tasks on every node: use --ntasks-per-node=<devices per node> (e.g. "
+            f"--ntasks-per-node={tasks} on one node) together with --nodes instead of --ntasks."
+        )
+
+
 class SLURMEnvironment(ClusterEnvironment):
     """``srun`` started one task per device; ranks come from the ``SLURM_*`` variables of the job step.
 
@@ -53,6 +88,10 @@ class SLURMEnvironment(ClusterEnvironment):
     id, so every task finds the same values without talking to the others; ``MASTER_ADDR`` and
     ``MASTER_PORT`` override them. Nothing is written to ``os.environ``. Not detected in interactive
     jobs (``salloc``, ``srun --pty bash``) nor under ``srun torchrun``, where torchrun's variables rule.
+
+    Creating it in a job of more than one task started with ``--ntasks`` but not ``--ntasks-per-node``
+    is a ``RuntimeError``; a missing rank variable is a ``KeyError``; ``devices``/``num_nodes`` that
+    differ from the job's tasks are a ``ValueError`` (from :meth:`validate_settings`).
 
     Args:
         auto_requeue: whether the job should be requeued when Slurm signals that its time is up.
@@ -70,13 +109,11 @@ class SLURMEnvironment(ClusterEnvironment):
         if requeue_signal is None:
             # Windows has no SIGUSR1; there is no Slurm there either, so no signal is the honest default.
             requeue_signal = getattr(signal, "SIGUSR1", None)
-        self._auto_requeue = auto_requeue
+        #: Whether the job should be requeued when it receives :attr:`requeue_signal`.
+        self.auto_requeue = auto_requeue
         self.requeue_signal = requeue_signal
-
-    @property
-    def auto_requeue(self) -> bool:
-        """Whether the job should be requeued when it receives :attr:`requeue_signal`."""
-        return self._auto_requeue
+        _warn_if_srun_is_not_used()
+        _check_task_layout()
 
     @property
     def creates_processes_externally(self) -> bool:
@@ -110,7 +147,8 @@ class SLURMEnvironment(ClusterEnvironment):
     def detect() -> bool:
         # `srun torchrun ...` makes torchrun's workers the processes of the run: their ranks come from
         # torchrun, and the Slurm task variables only describe the per-node torchrun agents.
-        return "SLURM_NTASKS" in os.environ and not _is_interactive() and not TorchElasticEnvironment.detect()
+        _warn_if_srun_is_not_used()
+        return _is_srun_used() and not TorchElasticEnvironment.detect()
 
     @staticmethod
     def job_name() -> str | None:
@@ -136,20 +174,25 @@ class SLURMEnvironment(ClusterEnvironment):
         'node001'
         >>> SLURMEnvironment.resolve_root_node_address("rack[2-3]-ib[08,12]")
         'rack2-ib08'
+        >>> SLURMEnvironment.resolve_root_node_address("gpu7 gpu8")
+        'gpu7'
+
+        A list that does not parse is a ``ValueError`` naming it.
         """
-        text = nodes.strip().split(" ")[0]
+        text = nodes.strip()
         match = _HOST.match(text)
-        valid = match is not None and (match.end() == len(text) or text[match.end()] == ",")
+        rest = text[match.end() :] if match is not None else ""
+        valid = match is not None and (not rest or rest[0] == "," or rest[0].isspace())
         if valid:
             host = match.group()
             valid = all(_RANGES.fullmatch(ranges) for ranges in _BRACKET.findall(host))
         if not valid:
             raise ValueError(
-                f"Slurm host list {nodes!r} is malformed: expected hosts separated by commas, with numeric "
-                "ranges in brackets such as 'node[001-003,7],gpu4'. Set MASTER_ADDR to the main node's "
+                f"Slurm host list {nodes!r} is malformed: expected hosts separated by commas or spaces, with "
+                "numeric ranges in brackets such as 'node[001-003,7],gpu4'. Set MASTER_ADDR to the main node's "
                 "address to skip parsing it."
             )
-        return _BRACKET.sub(lambda ranges: re.split(r"[,-]", ranges.group(1))[0], host)
+        return _BRACKET.sub(lambda ranges: re.split(r"[,-]", ranges.group(1))[0].strip(), host)
 
     def world_size(self) -> int:
         return _slurm_int("SLURM_NTASKS")
@@ -201,4 +244,4 @@ class SLURMEnvironment(ClusterEnvironment):
 
     def __repr__(self) -> str:
         signal_name = self.requeue_signal.name if self.requeue_signal is not None else None
-        return f"SLURMEnvironment(auto_requeue={self._auto_requeue}, requeue_signal={signal_name})"
+        return f"SLURMEnvironment(auto_requeue={self.auto_requeue}, requeue_signal={signal_name})"

@@ -6,13 +6,14 @@ import logging
 import os
 
 from fabric_core.environments.cluster_environment import ClusterEnvironment
-from fabric_core.environments.local import required_int_from_env
+from fabric_core.environments.local import _int_from_env, required_int_from_env
+from fabric_core.utilities.rank_zero import rank_zero_warn
 
 log = logging.getLogger(__name__)
 
-# torchrun exports all of these to every worker; a hand-made launcher rarely sets GROUP_RANK and
-# LOCAL_WORLD_SIZE, which keeps detection from firing on Fabric's own launcher or on Kubeflow.
-_REQUIRED = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+# What a worker falls back to when a hand-made launcher left the rendezvous variables out.
+_DEFAULT_ADDRESS = "127.0.0.1"
+_DEFAULT_PORT = 12910
 
 
 def _torchrun_int(name: str) -> int:
@@ -30,9 +31,11 @@ class TorchElasticEnvironment(ClusterEnvironment):
 
         torchrun --nnodes=2 --nproc-per-node=4 --rdzv-endpoint=host:29400 train.py
 
-    with ``Fabric(devices=4, num_nodes=2)`` in ``train.py``. ``RANK``, ``LOCAL_RANK``, ``GROUP_RANK``
-    (the node rank), ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` are read
-    on every call, so a restart by the elastic agent is seen without building a new environment.
+    with ``Fabric(devices=4, num_nodes=2)`` in ``train.py``. Detected, as by
+    ``torch.distributed.is_torchelastic_launched()``, when ``TORCHELASTIC_RUN_ID`` is set. ``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE`` (a ``KeyError`` when missing), ``GROUP_RANK`` (the node rank, 0 when
+    missing), ``MASTER_ADDR`` and ``MASTER_PORT`` (``127.0.0.1`` and 12910, with a warning, when missing)
+    are read on every call, so a restart by the elastic agent is seen without building a new environment.
     """
 
     @property
@@ -41,16 +44,34 @@ class TorchElasticEnvironment(ClusterEnvironment):
 
     @property
     def main_address(self) -> str:
-        # torchrun always exports it; the fallback only serves hand-made single-node launchers.
-        return os.environ.get("MASTER_ADDR") or "127.0.0.1"
+        address = os.environ.get("MASTER_ADDR")
+        if not address:
+            rank_zero_warn(
+                f"MASTER_ADDR is not set; TorchElasticEnvironment uses {_DEFAULT_ADDRESS}. torchrun sets it: "
+                "set it yourself when starting the processes another way."
+            )
+            return _DEFAULT_ADDRESS
+        return address
 
     @property
     def main_port(self) -> int:
-        return _torchrun_int("MASTER_PORT")
+        if not os.environ.get("MASTER_PORT"):
+            rank_zero_warn(
+                f"MASTER_PORT is not set; TorchElasticEnvironment uses {_DEFAULT_PORT}. torchrun sets it: "
+                "set it yourself when starting the processes another way."
+            )
+            return _DEFAULT_PORT
+        return _int_from_env("MASTER_PORT")
 
     @staticmethod
     def detect() -> bool:
-        return all(name in os.environ for name in _REQUIRED)
+        # torchrun names every run with TORCHELASTIC_RUN_ID; hand-made launchers that export RANK and
+        # LOCAL_RANK do not, and are left to the local environment.
+        if "TORCHELASTIC_RUN_ID" not in os.environ:
+            return False
+        import torch.distributed
+
+        return torch.distributed.is_available()
 
     def world_size(self) -> int:
         return _torchrun_int("WORLD_SIZE")
@@ -78,22 +99,20 @@ class TorchElasticEnvironment(ClusterEnvironment):
         return _torchrun_int("LOCAL_RANK")
 
     def node_rank(self) -> int:
-        return _torchrun_int("GROUP_RANK")
+        return _int_from_env("GROUP_RANK")
 
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
-        """Raise ``ValueError`` when ``devices``/``num_nodes`` differ from the processes torchrun started."""
-        per_node = _torchrun_int("LOCAL_WORLD_SIZE")
-        if per_node != num_devices:
-            raise ValueError(
-                f"torchrun started {per_node} processes per node but Fabric(devices={num_devices}): "
-                f"set devices={per_node} or --nproc-per-node={num_devices}."
-            )
+        """Raise ``ValueError`` when ``devices * num_nodes`` differs from the ``WORLD_SIZE`` torchrun started."""
         world_size = self.world_size()
-        if world_size != num_devices * num_nodes:
-            # The per-node counts agree, so the node counts must differ.
-            nodes = world_size // per_node if per_node else world_size
-            raise ValueError(
-                f"torchrun started {world_size} processes in all (WORLD_SIZE) but "
-                f"Fabric(devices={num_devices}, num_nodes={num_nodes}) expects {num_devices * num_nodes}: "
-                f"set num_nodes={nodes} or --nnodes={num_nodes}."
-            )
+        if world_size == num_devices * num_nodes:
+            return
+        per_node = _int_from_env("LOCAL_WORLD_SIZE", default=0)
+        if per_node and world_size % per_node == 0:
+            fix = f"set devices={per_node}, num_nodes={world_size // per_node} (torchrun's per-node and node counts)"
+        else:
+            fix = f"set devices and num_nodes so that devices * num_nodes == {world_size}"
+        raise ValueError(
+            f"torchrun started {world_size} processes (WORLD_SIZE={world_size}) but Fabric(devices={num_devices}, "
+            f"num_nodes={num_nodes}) expects {num_devices * num_nodes}: {fix}, or start torchrun with "
+            f"--nproc-per-node={num_devices} --nnodes={num_nodes}."
+        )

@@ -7,6 +7,7 @@ only waits: every rank, rank 0 included, runs in a new process, and rank 0's res
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -14,6 +15,8 @@ import queue
 import sys
 from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from fabric_core.launchers.launcher import Launcher
 
@@ -33,6 +36,10 @@ class MultiProcessingLauncher(Launcher):
     Each worker tells the strategy its local rank (``strategy.set_local_rank(i)``), runs the function
     and, in local rank 0, sends the result back (tensors moved to the CPU). The calling process waits;
     when a worker fails, the others are ended and a ``RuntimeError`` names the failed rank.
+
+    With spawn and forkserver, in a run on the CPU, each worker gives the modules among the arguments
+    (also inside lists, tuples, dicts and dataclasses) their own copy of their parameters and
+    buffers, so that one rank's in-place update never shows in another rank's model.
 
     Example::
 
@@ -153,12 +160,12 @@ def _worker(
     results: Any,
 ) -> None:
     if start_method == "fork":
-        import torch
-
         # GNU OpenMP's thread pool does not survive fork: a forked worker whose parent already ran a
         # parallel torch op hangs forever in its first one, unless it uses a single thread.
         torch.set_num_threads(1)
     strategy.set_local_rank(process_idx)
+    if start_method != "fork" and _runs_on_cpu(strategy):
+        args, kwargs = _unshare_modules((args, kwargs))
     result = function(*args, **kwargs)
     if process_idx == 0:
         from fabric_core.utilities.apply_func import move_data_to_device
@@ -166,6 +173,35 @@ def _worker(
         # Pickled here to bytes with the tensor data inline: torch's queue pickling would share tensors
         # through this process's file descriptors, which are gone once it exits.
         results.put(pickle.dumps(move_data_to_device(result, "cpu"), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _runs_on_cpu(strategy: Any) -> bool:
+    try:
+        device = strategy.root_device
+    except (AttributeError, RuntimeError):  # a strategy that does not say: assume the CPU
+        return True
+    return torch.device(device).type == "cpu"
+
+
+def _unshare_modules(data: Any) -> Any:
+    """Give each module in ``data`` private copies of the CPU tensors it holds in shared memory.
+
+    torch.multiprocessing sends every tensor of the arguments to a spawned worker through shared
+    memory, so without this all ranks would train one set of weights (two ranks each adding 1.0 would
+    read 2.0). Only the CPU needs it: setting a module up on an accelerator copies it to the device.
+    The parameters stay the same objects (only their ``.data`` changes), so optimizers built on them
+    in the parent still point at them.
+    """
+    from fabric_core.utilities.apply_func import apply_to_collection
+
+    def unshare(module: torch.nn.Module) -> torch.nn.Module:
+        with torch.no_grad():
+            for tensor in itertools.chain(module.parameters(), module.buffers()):
+                if tensor.device.type == "cpu" and tensor.is_shared():
+                    tensor.data = tensor.data.clone()
+        return module
+
+    return apply_to_collection(data, torch.nn.Module, unshare)
 
 
 def _poll(results: Any, timeout: float) -> Any:
@@ -187,8 +223,6 @@ class _Discard:
 
 
 def _check_picklable(function: Callable, start_method: str) -> None:
-    import torch
-
     class TensorSkippingPickler(pickle.Pickler):
         # Tensors reach the workers through shared memory anyway; skipping their data keeps the
         # check cheap when ``function`` holds a large model.
