@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import types
@@ -409,3 +410,31 @@ def test_possible_user_warnings_env_switch_silences_them(value, shown):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(shown)
+
+
+def _porting_guide_utilities() -> list[tuple[str, list[str]]]:
+    """``(fabric-core module, names)`` for each row of docs/porting.md's "Utilities" table."""
+    guide = Path(__file__).resolve().parents[3] / "docs" / "porting.md"
+    section = guide.read_text(encoding="utf-8").split("## Utilities\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `lightning.fabric."):
+            continue
+        lightning_cell, ours_cell = [cell.strip() for cell in line.strip("|").split("|")]
+        if ":" not in lightning_cell:
+            continue
+        module = ours_cell.split("`")[1]
+        rows.append((module, re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", lightning_cell.split(":", 1)[1])))
+    return rows
+
+
+def test_every_name_the_porting_guide_lists_exists_in_its_module():
+    rows = _porting_guide_utilities()
+    assert len(rows) >= 9, rows
+    missing = [
+        f"{module}.{name}"
+        for module, names in rows
+        for name in names
+        if not hasattr(importlib.import_module(module), name)
+    ]
+    assert not missing, f"docs/porting.md lists names fabric-core lacks: {missing}"
