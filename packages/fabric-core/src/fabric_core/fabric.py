@@ -643,14 +643,20 @@ class Fabric:
         strict: bool = True,
         *,
         weights_only: bool | None = None,
+        verify: bool = False,
     ) -> dict[str, Any]:
         """Restore ``state`` in place from ``path``; return what the checkpoint holds beyond it.
 
         Without ``state``, return the whole checkpoint. Must be called on every process.
         ``weights_only=True`` refuses to unpickle anything but tensors and plain containers (for files
         you do not trust); ``None`` keeps the checkpoint IO's setting (``TorchCheckpointIO``: ``False``).
+        ``verify=True`` first checks the checksums of the whole checkpoint on global rank 0 (the CRC-32
+        of every record of a file, the manifest of a folder) and raises
+        :class:`~fabric_core.io.CheckpointCorruptError` on every rank, listing the problems, before
+        anything is loaded; it reads the checkpoint once more (see docs/reliability.md for the cost).
         """
         _check_path(path, "load")
+        self._verify_checkpoint(path, verify, "load")
         if state is not None and not isinstance(state, dict):
             raise TypeError(
                 f"fabric.load(path, state) needs state as a dict of named objects, got {type(state).__name__}. "
@@ -667,17 +673,44 @@ class Fabric:
         return remainder
 
     def load_raw(
-        self, path: str | Path, obj: Module | Optimizer, strict: bool = True, *, weights_only: bool | None = None
+        self,
+        path: str | Path,
+        obj: Module | Optimizer,
+        strict: bool = True,
+        *,
+        weights_only: bool | None = None,
+        verify: bool = False,
     ) -> None:
         """Load a plain state dict saved without Fabric (``torch.save(model.state_dict())``) into ``obj``.
 
-        ``weights_only`` as in :meth:`load`.
+        ``weights_only`` and ``verify`` as in :meth:`load`.
         """
         _check_path(path, "load_raw")
         target = unwrap(obj)
         if not isinstance(target, (Module, Optimizer)):
             raise TypeError(f"fabric.load_raw(path, obj) loads into a model or optimizer, got {type(obj).__name__}.")
+        self._verify_checkpoint(path, verify, "load_raw")
         self._strategy.load_checkpoint(path=path, state=target, strict=strict, **_weights_only(weights_only))
+
+    def _verify_checkpoint(self, path: str | Path, verify: bool, method: str) -> None:
+        """With ``verify``, raise ``CheckpointCorruptError`` on every rank when rank 0 finds ``path`` damaged."""
+        if not isinstance(verify, bool):
+            raise TypeError(f"fabric.{method}(verify={verify!r}): expected True or False.")
+        if not verify:
+            return
+        from fabric_core.io.integrity import CheckpointCorruptError, verify_checkpoint
+
+        problems: list[str] | None = None
+        if self.global_rank == 0:
+            try:
+                # A missing checkpoint is reported by the load itself, with its own message.
+                problems = verify_checkpoint(path) if os.path.lexists(path) else []
+            except Exception as err:  # every rank must get an answer, or the others wait in the broadcast
+                problems = [f"'{path}' could not be verified ({type(err).__name__}: {err})."]
+        if self.world_size > 1:
+            problems = self._strategy.broadcast(problems, src=0)
+        if problems:
+            raise CheckpointCorruptError(path, problems)
 
     # -- collectives -------------------------------------------------------------------------------
 

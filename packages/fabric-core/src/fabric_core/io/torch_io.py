@@ -13,11 +13,11 @@ complete checkpoint on the disk.
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import pickle
 import stat
 import sys
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -25,21 +25,9 @@ from typing import Any
 
 import torch
 
+from fabric_core.io import errors, faults, leftovers
 from fabric_core.io.checkpoint_io import CheckpointIO
-
-
-def fsync_directory(directory: str | Path) -> None:
-    """Flush a directory's entries (a rename, a new file) to disk; a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from fabric_core.io.durable import fsync_directory
 
 
 def previous_version_path(path: str | Path) -> Path:
@@ -76,9 +64,12 @@ class _PendingFlush:
                 os.fsync(self._fd)
             finally:
                 os.close(self._fd)
+            faults.checkpoint_step("tmp-synced")
             fsync_directory(self.path.parent)
+            faults.checkpoint_step("directory-synced")
             if self.previous is not None:
                 self.previous.unlink(missing_ok=True)
+                faults.checkpoint_step("previous-removed")
         except BaseException as err:  # reported by the next wait_for_checkpoint_flushes() or at exit
             self.error = err
 
@@ -172,10 +163,15 @@ def _flush_in_background(fd: int, path: Path, previous: Path | None) -> None:
 def _keep_previous(path: Path) -> Path | None:
     """Hard-link the current ``path`` to its ``.previous`` name; ``None`` where that is impossible."""
     previous = previous_version_path(path)
-    staging = previous.with_name(f"{previous.name}.{os.getpid()}.tmp")
+    staging = leftovers.owned_path(path, "link")
     try:
         os.link(path, staging)
+        faults.checkpoint_step("previous-linked")
         os.replace(staging, previous)
+        if os.path.lexists(staging):
+            # Both names were links to one file (a save killed after keeping its previous version): POSIX
+            # rename() then does nothing and leaves the staging name.
+            os.unlink(staging)
     except OSError:  # no hard links on this filesystem, or path is not a regular file
         try:
             os.unlink(staging)
@@ -195,10 +191,71 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create the temporary file a save of ``path`` writes first, named after this process; its fd and path."""
+    tmp = leftovers.owned_path(path, "tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        os.chmod(tmp, _new_file_mode(path))  # os.open's mode is reduced by the umask; keep torch.save's permissions
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
+class _RecordingWriter:
+    """The file ``torch.save`` writes to: keeps the OS error a write raised.
+
+    torch turns a failed write into ``[enforce fail at inline_container.cc] unexpected pos``; the error
+    kept here says what really happened (usually no space left).
+    """
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as err:
+            self.error = err
+            raise
+
+
+def _tensor_bytes(obj: Any) -> int | None:
+    """About how many bytes ``torch.save(obj)`` writes: its tensors' storages, each counted once."""
+    seen: dict[int, int] = {}
+    stack = [obj]
+    while stack and len(seen) < 1_000_000:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            try:
+                storage = item.untyped_storage()
+                seen[storage.data_ptr() or id(storage)] = storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # tensor subclasses without a plain storage
+                continue
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return sum(seen.values()) or None
+
+
 def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True, background: bool = False) -> None:
     """``torch.save(obj, path)`` through a temporary file in the same directory and an atomic rename.
 
-    Readers see either the previous file or the complete new one, never a partial write.
+    Readers see either the previous file or the complete new one, never a partial write, whatever moment
+    the process is killed at. The temporary file is named after this process
+    (:func:`fabric_core.io.leftovers.owned_path`), and every save first removes the temporaries that
+    killed saves of the same path left behind (:func:`fabric_core.io.leftovers.remove_leftovers`).
 
     Args:
         fsync: flush the file and its directory to the disk, so that they survive a power loss.
@@ -207,25 +264,37 @@ def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True, background
             flush is done. :func:`wait_for_checkpoint_flushes` waits for it (the next save does). Off,
             the file is flushed before the rename and this returns once it is on the disk. POSIX only;
             elsewhere the flush is always done before returning.
+
+    Raises:
+        OSError: the save failed for a reason of the file system (``errno`` kept: ``ENOSPC``, ``EROFS``,
+            ``PermissionError``, ``NotADirectoryError``, ...); the message names ``path``, the cause and the
+            fix. Nothing of the new checkpoint is left, and the previous one is intact.
     """
     path = Path(path)
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
     # One flush in flight at a time, and the previous save's failure is reported before a new one starts.
     wait_for_checkpoint_flushes()
     background = background and fsync and os.name == "posix"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    writer: _RecordingWriter | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        leftovers.remove_leftovers(path)
+        fd, tmp = _create_temporary(path)
+    except OSError as err:
+        raise errors.explain_save_error(err, path) from None
     keep_fd: int | None = None
     previous: Path | None = None
     try:
-        os.chmod(tmp_name, _new_file_mode(path))  # mkstemp creates 0600; keep torch.save's permissions
+        faults.checkpoint_step("tmp-created")
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            writer = _RecordingWriter(f)
+            torch.save(obj, writer)
             f.flush()
+            faults.checkpoint_step("tmp-written")
             if background:
                 keep_fd = os.dup(f.fileno())
             elif fsync:
                 os.fsync(f.fileno())
+                faults.checkpoint_step("tmp-synced")
         # The file is closed before the rename: on NFS, closing sends its data to the server, so a process
         # on another node that opens the new name reads all of it.
         if keep_fd is not None and os.path.lexists(path):
@@ -234,21 +303,29 @@ def atomic_torch_save(obj: Any, path: str | Path, fsync: bool = True, background
                 os.fsync(keep_fd)
                 os.close(keep_fd)
                 keep_fd = None
-        os.replace(tmp_name, path)
-    except BaseException:
+            faults.checkpoint_step("previous-kept")
+        os.replace(tmp, path)
+        faults.checkpoint_step("renamed")
+    except BaseException as err:
         if keep_fd is not None:
             os.close(keep_fd)
         if previous is not None:
             previous.unlink(missing_ok=True)  # the old version is still at its own name
         try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
+            tmp.unlink()
+        except OSError:
             pass
-        raise
+        cause = writer.error if writer is not None and writer.error is not None else err
+        explained = errors.explain_save_error(cause, path, needed=_tensor_bytes(obj))
+        if explained is err:
+            raise
+        # The message says all the cause did; chaining would print torch's C++ message or the temporary's name.
+        raise explained from None
     if keep_fd is not None:
         _flush_in_background(keep_fd, path, previous)
     elif fsync:
-        fsync_directory(directory)
+        fsync_directory(path.parent)
+        faults.checkpoint_step("directory-synced")
 
 
 class WeightsOnlyLoadError(RuntimeError, pickle.UnpicklingError):
@@ -301,13 +378,16 @@ class TorchCheckpointIO(CheckpointIO):
         # No wait for a flush in progress: the file was complete and in place before save returned, and
         # reading it does not need it on the disk.
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"Checkpoint file not found: '{path}'. Check the path, or save one first.")
-        if path.is_dir():
+        try:
+            is_directory = stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError as err:  # not found, a file where a folder should be, no permission to look
+            raise errors.explain_load_error(err, path) from None
+        if is_directory:
             raise IsADirectoryError(
+                errno.EISDIR,
                 f"Checkpoint '{path}' is a directory, which TorchCheckpointIO cannot read: it loads single files "
                 "written by fabric.save() with a single-file strategy. A sharded checkpoint needs the strategy "
-                "that wrote it (e.g. strategy='fsdp')."
+                "that wrote it (e.g. strategy='fsdp').",
             )
         try:
             return torch.load(
@@ -315,8 +395,6 @@ class TorchCheckpointIO(CheckpointIO):
                 map_location=map_location if map_location is not None else "cpu",
                 weights_only=weights_only,
             )
-        except PermissionError:
-            raise
         except pickle.UnpicklingError as err:
             if weights_only and "Weights only load failed" in str(err):
                 raise WeightsOnlyLoadError(
@@ -325,7 +403,11 @@ class TorchCheckpointIO(CheckpointIO):
                     "TorchCheckpointIO(weights_only=False))."
                 ) from err
             raise self._corrupt(path, err) from err
-        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        except OSError as err:
+            if err.errno is not None:  # permission denied, an I/O error of the disk, ...
+                raise errors.explain_load_error(err, path) from None
+            raise self._corrupt(path, err) from err
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
             raise self._corrupt(path, err) from err
 
     @staticmethod
@@ -339,7 +421,8 @@ class TorchCheckpointIO(CheckpointIO):
         else:
             advice = (
                 "Restore it from a copy or load an earlier checkpoint; fabric.save() writes atomically, so a file "
-                "it wrote is only damaged by changes made after the save (or by a power loss while it was flushed)."
+                "it wrote is only damaged by changes made after the save (or by a power loss while it was flushed). "
+                f"`fabric checkpoint verify {path}` lists the damaged records."
             )
         return RuntimeError(
             f"Checkpoint '{path}' is corrupt or truncated and cannot be loaded ({type(err).__name__}: {err}). {advice}"

@@ -14,6 +14,7 @@ from torch.nn import Module
 from torch.optim import Optimizer
 
 from fabric_core.accelerators.accelerator import Accelerator
+from fabric_core.io import errors as checkpoint_errors
 from fabric_core.io.checkpoint_io import CheckpointIO, load_with
 from fabric_core.launchers.launcher import Launcher
 from fabric_core.precision.precision import Precision
@@ -343,7 +344,13 @@ class Strategy(ABC):
         """Write ``state`` (modules and optimizers converted to state dicts) from global rank 0."""
         converted = self.convert_state(state, filter)
         if self.is_global_zero:
-            self.checkpoint_io.save_checkpoint(checkpoint=converted, path=path, storage_options=storage_options)
+            try:
+                self.checkpoint_io.save_checkpoint(checkpoint=converted, path=path, storage_options=storage_options)
+            except (OSError, RuntimeError) as err:  # a checkpoint IO's own error: name the checkpoint
+                explained = checkpoint_errors.explain_save_error(err, path)
+                if explained is err:
+                    raise
+                raise explained from err
 
     def load_checkpoint(
         self,
@@ -356,14 +363,20 @@ class Strategy(ABC):
 
         ``weights_only`` goes to the checkpoint IO (``None``: its own setting).
         """
-        checkpoint = load_with(self.checkpoint_io, path, weights_only)
+        try:
+            checkpoint = load_with(self.checkpoint_io, path, weights_only)
+        except OSError as err:  # a checkpoint IO's own error: name the checkpoint
+            explained = checkpoint_errors.explain_load_error(err, path)
+            if explained is err:
+                raise
+            raise explained from err
         if state is None:
             return checkpoint
         if isinstance(state, Module):
-            self.load_module_state_dict(state, checkpoint, strict=strict)
+            self._load_module(state, checkpoint, strict, path)
             return {}
         if isinstance(state, Optimizer):
-            state.load_state_dict(checkpoint)
+            _load_stateful(state, checkpoint, path)
             return {}
         if not isinstance(checkpoint, dict):
             raise TypeError(
@@ -376,12 +389,24 @@ class Strategy(ABC):
                 continue
             value = checkpoint.pop(name)
             if isinstance(obj, Module):
-                self.load_module_state_dict(obj, value, strict=strict)
+                self._load_module(obj, value, strict, path, key=name)
             elif _is_stateful(obj):
-                obj.load_state_dict(value)
+                _load_stateful(obj, value, path, key=name)
             else:
                 state[name] = value
         return checkpoint
+
+    def _load_module(
+        self, module: Module, state_dict: Any, strict: bool, path: str | Path, key: str | None = None
+    ) -> None:
+        """:meth:`load_module_state_dict`, with a mismatch explained per key and naming the checkpoint."""
+        try:
+            self.load_module_state_dict(module, state_dict, strict=strict)
+        except RuntimeError as err:
+            explained = checkpoint_errors.explain_state_mismatch(err, path, key)
+            if explained is err:
+                raise
+            raise explained from None  # the explanation lists every key torch's message did
 
     # -- the end -----------------------------------------------------------------------------------
 
@@ -395,6 +420,17 @@ class Strategy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _load_stateful(obj: Any, state_dict: Any, path: str | Path, key: str | None = None) -> None:
+    """``obj.load_state_dict(state_dict)``, with a mismatch naming the checkpoint."""
+    try:
+        obj.load_state_dict(state_dict)
+    except (RuntimeError, ValueError) as err:
+        explained = checkpoint_errors.explain_state_mismatch(err, path, key)
+        if explained is err:
+            raise
+        raise explained from err
 
 
 def validate_keys_for_loading(
