@@ -100,3 +100,8 @@ def fabric_register_cli_commands(registry):
     registry.register(
         "plugins", "fabric_core.cli.plugins:main", description="List the installed plugins and what they register"
     )
+    registry.register(
+        "checkpoint",
+        "fabric_core.cli.checkpoint:main",
+        description="Verify checkpoints without loading them (fabric checkpoint verify PATH...)",
+    )
