@@ -6,11 +6,14 @@ A **sharded** checkpoint is a directory::
         .metadata           written by torch.distributed.checkpoint (DCP): what is where
         __0_0.distcp ...    each rank's shards of the models and optimizers
         meta.pt             everything else in the state (step, epoch, scheduler...), from rank 0
+        fabric-manifest.json  every file's size and CRC-32, written last: the commit record
 
 Every rank writes its own shards, so nothing is gathered; loading reads the shards each rank needs
 for the *current* layout, so a checkpoint written by 8 processes loads into 4, or into 1 (resharding).
-The directory is written under a temporary name and renamed into place once complete, so a crash
-mid-save leaves the previous checkpoint intact.
+The directory is written under a temporary name and renamed into place once complete; a crash at any
+step leaves a complete checkpoint that a load finds (:mod:`fabric_fsdp.commit`). Loading checks the
+files and shapes before DCP reads, so a damaged checkpoint is one clear error
+(:mod:`fabric_fsdp.checkpoint_errors`).
 
 A **full** checkpoint is one ``torch.save`` file, the same nested dict a single-device run writes:
 parameters are gathered one at a time and moved to rank 0's CPU memory, so the whole model is never
@@ -21,8 +24,10 @@ held twice on one device. Models and optimizers are keyed by parameter name (FQN
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +37,13 @@ import torch
 from torch.nn import Module
 from torch.optim import Optimizer
 
+from fabric_core.io import errors, faults, integrity, leftovers
 from fabric_core.io.checkpoint_io import CheckpointIO, load_with
-from fabric_core.io.torch_io import TorchCheckpointIO, atomic_torch_save, fsync_directory
+from fabric_core.io.integrity import CheckpointCorruptError
+from fabric_core.io.torch_io import TorchCheckpointIO, atomic_torch_save
 from fabric_core.strategies.strategy import validate_keys_for_loading
-
-#: The file of a sharded checkpoint holding what is not a model or an optimizer.
-META_FILE = "meta.pt"
-#: The file DCP writes last, which makes a directory a sharded checkpoint.
-DCP_METADATA = ".metadata"
+from fabric_fsdp import checkpoint_errors, commit
+from fabric_fsdp.commit import DCP_METADATA, META_FILE
 
 Filter = dict[str, Callable[[str, Any], bool]]
 
@@ -184,9 +188,14 @@ def save_sharded(
     filter: Filter | None,
     modules: Iterable[Module],
     is_global_zero: bool,
-    barrier: Callable[[str], None],
+    broadcast: Callable[[Any], Any],
+    all_gather: Callable[[Any], list[Any]],
 ) -> None:
-    """Write ``state`` as a sharded checkpoint directory; every rank calls it."""
+    """Write ``state`` as a sharded checkpoint directory; every rank calls it.
+
+    ``broadcast(obj)`` sends rank 0's object to every rank; ``all_gather(obj)`` returns every rank's. The
+    steps and what a crash at each leaves behind are in :mod:`fabric_fsdp.commit`.
+    """
     import torch.distributed.checkpoint as dcp
 
     path = Path(path)
@@ -203,22 +212,96 @@ def save_sharded(
     }
     sharded, others = _without_emptied(sharded, filter), _without_emptied(others, filter)
 
-    staging = path.with_name(f".{path.name}.fabric-partial")
-    if is_global_zero:
-        _remove(staging)
-        staging.mkdir(parents=True)
-    barrier("fabric.save (creating the checkpoint directory)")
-    dcp.save(sharded, checkpoint_id=staging)  # collective: returns once every rank's shards are written
-    if is_global_zero:
-        atomic_torch_save(others, staging / META_FILE)
-        _replace(staging, path)
+    staging = _create_staging(path, is_global_zero, broadcast)
+    try:
+        dcp.save(sharded, checkpoint_id=staging)  # collective: every rank gets any rank's failure
+    except BaseException as err:
+        if is_global_zero:
+            _discard(staging)
+        explained = checkpoint_errors.explain_save_failure(err, path)
+        if explained is err:
+            raise
+        raise explained from None  # the ranks' tracebacks stay on explained.rank_failures
+    own_files = _checksum_own_shards(staging)
+    faults.checkpoint_step("sharded-shards-written")
+    gathered = all_gather(own_files)
+    outcome = _finish(staging, path, others, gathered) if is_global_zero else None
+    outcome = broadcast(outcome)
+    if outcome is not None:
+        raise outcome from None
 
 
-def _stored_keys(path: Path) -> tuple[set[str], set[str]]:
+def _create_staging(path: Path, is_global_zero: bool, broadcast: Callable[[Any], Any]) -> Path:
+    """Rank 0 recovers and cleans what interrupted saves left, creates the staging folder, and names it to all."""
+    reply: Any = None
+    if is_global_zero:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            commit.recover(path)
+            staging = leftovers.owned_path(path, commit.STAGING_KIND)
+            staging.mkdir()
+            faults.checkpoint_step("sharded-staging-created")
+            reply = str(staging)
+        except OSError as err:
+            reply = errors.explain_save_error(err, path)
+    reply = broadcast(reply)
+    if isinstance(reply, BaseException):
+        raise reply from None
+    return Path(reply)
+
+
+def _checksum_own_shards(staging: Path) -> dict[str, Any] | str:
+    """Size and CRC-32 of the shard files this rank wrote (DCP names them ``__RANK_N.distcp``), or the error."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    try:
+        return {file.name: integrity.checksum_file(file) for file in sorted(staging.glob(f"__{rank}_*.distcp"))}
+    except OSError as err:
+        return f"rank {rank} could not read back its shards: {err}"
+
+
+def _finish(staging: Path, path: Path, others: dict[str, Any], gathered: list[Any]) -> BaseException | None:
+    """On rank 0: write meta.pt and the manifest (the commit record), then put the folder in place."""
+    try:
+        failed = [part for part in gathered if isinstance(part, str)]
+        if failed:
+            raise RuntimeError(failed[0])
+        files = {name: entry for part in gathered for name, entry in part.items()}
+        _write_meta(others, staging / META_FILE)
+        faults.checkpoint_step("sharded-meta-written")
+        for name in (DCP_METADATA, META_FILE):
+            files[name] = integrity.checksum_file(staging / name)
+        integrity.write_manifest(staging, files, saved_at=time.time(), world_size=len(gathered))
+        faults.checkpoint_step("sharded-manifest-written")
+        commit.commit(staging, path)
+    except Exception as err:
+        _discard(staging)
+        explained = errors.explain_save_error(err, path)
+        if explained is err and not isinstance(err, OSError):
+            explained = RuntimeError(f"Cannot save checkpoint '{path}': {type(err).__name__}: {err}")
+        return explained
+    commit.remove_legacy_leftovers(path)
+    return None
+
+
+def _write_meta(others: dict[str, Any], target: Path) -> None:
+    """``torch.save`` into memory, then one plain write: a full disk is an ``OSError``, not torch's C++ message."""
+    buffer = io.BytesIO()
+    torch.save(others, buffer)
+    with open(target, "wb") as f:
+        f.write(buffer.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _discard(staging: Path) -> None:
+    """Remove a staging folder that will not be committed (it may be gone already)."""
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stored_keys(metadata: Any) -> tuple[set[str], set[str]]:
     """The top-level keys a sharded checkpoint holds, and those of optimizers saved with state."""
-    from torch.distributed.checkpoint import FileSystemReader
-
-    metadata = FileSystemReader(path).read_metadata()
     planner_data = metadata.planner_data or {}
     paths = [tuple(planner_data.get(key, key.split("."))) for key in metadata.state_dict_metadata]
     keys = {str(p[0]) for p in paths}
@@ -227,10 +310,22 @@ def _stored_keys(path: Path) -> tuple[set[str], set[str]]:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    meta = path / META_FILE
-    if not meta.is_file():
+    """The other state (``meta.pt``); :func:`checkpoint_errors.check_files` decided whether it may be missing."""
+    if not (path / META_FILE).is_file():
         return {}
-    return torch.load(meta, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path / META_FILE, map_location="cpu", weights_only=False)
+    except OSError as err:
+        raise errors.explain_load_error(err, path) from None
+    except Exception as err:
+        raise CheckpointCorruptError(path, [f"{META_FILE} cannot be read ({type(err).__name__}: {err})"]) from None
+
+
+def _checked_metadata(path: Path, require_meta: bool = True) -> Any:
+    """The checkpoint's DCP metadata, once its files are checked (before DCP reads anything)."""
+    metadata = checkpoint_errors.read_metadata(path)
+    checkpoint_errors.check_files(path, metadata, require_meta)
+    return metadata
 
 
 def load_sharded(
@@ -245,7 +340,8 @@ def load_sharded(
     )
 
     path = Path(path)
-    stored, with_state = _stored_keys(path)
+    metadata = _checked_metadata(path)
+    stored, with_state = _stored_keys(metadata)
     others = _read_meta(path)
     validate_keys_for_loading(state.keys(), stored | set(others), strict=strict, path=path)
     parts = _split(state)
@@ -264,8 +360,15 @@ def load_sharded(
         else:
             target[key] = {"param_groups": _named_groups(owners[key], optimizer)}
     if target:
+        checkpoint_errors.check_shapes(path, metadata, target)
         planner = dcp.DefaultLoadPlanner(allow_partial_load=not strict)
-        dcp.load(target, checkpoint_id=path, planner=planner)
+        try:
+            dcp.load(target, checkpoint_id=path, planner=planner)
+        except BaseException as err:
+            explained = checkpoint_errors.explain_load_failure(err, path)
+            if explained is err:
+                raise
+            raise explained from None
     for key, module in parts.modules.items():
         if key in target:
             set_model_state_dict(module, target[key], options=_options(full=False, strict=strict))
@@ -280,22 +383,33 @@ def load_sharded(
     return others
 
 
-def read_sharded(path: str | os.PathLike) -> dict[str, Any]:
-    """The whole sharded checkpoint as one nested dict of full tensors, read in this process alone."""
+def read_sharded(path: str | os.PathLike, require_meta: bool = True) -> dict[str, Any]:
+    """The whole sharded checkpoint as one nested dict of full tensors, read in this process alone.
+
+    ``require_meta=False`` also reads a checkpoint that ``torch.distributed.checkpoint.save`` wrote (no ``meta.pt``).
+    """
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     path = Path(path)
+    _checked_metadata(path, require_meta)
+    others = _read_meta(path)
     checkpoint: dict[str, Any] = {}
     # The planner builds the state dict from the checkpoint's own metadata (what dcp_to_torch_save does).
-    _load_state_dict(
-        checkpoint, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True
-    )
+    try:
+        _load_state_dict(
+            checkpoint, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True
+        )
+    except BaseException as err:
+        explained = checkpoint_errors.explain_load_failure(err, path)
+        if explained is err:
+            raise
+        raise explained from None
     for value in checkpoint.values():
         if isinstance(value, dict) and "param_groups" in value:
             value.setdefault("state", {})  # an optimizer saved before its first step has nothing under "state"
-    checkpoint.update(_read_meta(path))
+    checkpoint.update(others)
     return checkpoint
 
 
@@ -319,7 +433,7 @@ def consolidate_checkpoint(checkpoint_dir: str | os.PathLike, output: str | os.P
             "with a sharded strategy (strategy='fsdp' or 'model_parallel' and state_dict_type='sharded')."
         )
     output = Path(output)
-    atomic_torch_save(read_sharded(checkpoint_dir), output)
+    atomic_torch_save(read_sharded(checkpoint_dir, require_meta=False), output)
     return output
 
 
@@ -414,29 +528,3 @@ def load_full_model(module: Module, state_dict: dict[str, Any], strict: bool) ->
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
     set_model_state_dict(module, state_dict, options=_options(full=True, strict=strict))
-
-
-# -- files and directories -----------------------------------------------------------------------------
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _replace(staging: Path, path: Path) -> None:
-    """Put the complete directory ``staging`` at ``path``, replacing what is there (file or directory).
-
-    The previous checkpoint is moved aside first and removed only once the new one is in place.
-    """
-    previous = None
-    if path.exists() or path.is_symlink():
-        previous = path.with_name(f".{path.name}.fabric-previous")
-        _remove(previous)
-        os.replace(path, previous)
-    os.replace(staging, path)
-    fsync_directory(path.parent)
-    if previous is not None:
-        _remove(previous)

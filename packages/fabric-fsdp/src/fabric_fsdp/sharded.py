@@ -29,7 +29,7 @@ from fabric_core.precision.precision import Precision
 from fabric_core.strategies.ddp import DDPStrategy
 from fabric_core.utilities import distributed as collectives
 from fabric_core.utilities.rank_zero import rank_zero_warn
-from fabric_fsdp import checkpoint
+from fabric_fsdp import checkpoint, commit
 from fabric_fsdp.optimizers import ParameterReplacements, check_no_state, parameter_names
 from fabric_fsdp.precision import PRECISIONS, FSDPPrecision
 
@@ -235,7 +235,9 @@ class ShardedStrategy(DDPStrategy):
         if self._full_checkpoints:
             checkpoint.save_full(path, state, filter, list(self._modules), self.is_global_zero, self.checkpoint_io)
         else:
-            checkpoint.save_sharded(path, state, filter, list(self._modules), self.is_global_zero, self.barrier)
+            checkpoint.save_sharded(
+                path, state, filter, list(self._modules), self.is_global_zero, self.broadcast, self._all_gather_objects
+            )
 
     def load_checkpoint(
         self,
@@ -249,9 +251,7 @@ class ShardedStrategy(DDPStrategy):
         ``weights_only`` applies to full checkpoint files (``None``: the checkpoint IO's own setting); a
         sharded directory holds tensors and the small metadata this strategy wrote itself.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"Checkpoint not found: '{path}'. Check the path, or save one first.")
+        path = self._checkpoint_to_read(Path(path))
         sharded = checkpoint.is_sharded_checkpoint(path)
         if path.is_dir() and not sharded:
             raise ValueError(
@@ -279,6 +279,29 @@ class ShardedStrategy(DDPStrategy):
         if sharded:
             return checkpoint.load_sharded(path, state, strict, modules)
         return checkpoint.load_full(path, state, strict, modules, self.checkpoint_io, weights_only)
+
+    def _checkpoint_to_read(self, path: Path) -> Path:
+        """Where to load ``path`` from: itself, or the newest complete copy an interrupted save left beside it.
+
+        Rank 0 decides (whether a save's owner still runs is known on its host only) and tells every rank.
+        """
+        decision = commit.locate(path) if self.is_global_zero else None
+        decision = self.broadcast(decision)
+        if decision.error is not None:
+            raise FileNotFoundError(decision.error)
+        if decision.warning is not None:
+            rank_zero_warn(decision.warning, stacklevel=5)
+        return Path(decision.source)
+
+    def _all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order; bounded by the strategy's timeout."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return [obj]
+        gathered: list[Any] = [None] * dist.get_world_size()
+        collectives.run_collective("all_gather_object", self.timeout, dist.all_gather_object, gathered, obj)
+        return gathered
 
     # -- the end -----------------------------------------------------------------------------------
 
