@@ -21,6 +21,7 @@ from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.parallel import ParallelStrategy
 from fabric_core.utilities import distributed as collectives
+from fabric_core.utilities import hang_report
 from fabric_core.utilities.seed import reset_seed
 
 _START_METHODS = ("popen", "spawn", "fork", "forkserver")
@@ -37,7 +38,10 @@ class DDPStrategy(ParallelStrategy):
     Args:
         process_group_backend: ``"gloo"``, ``"nccl"``, ... (default: the accelerator's).
         timeout: how long any collective may wait for the other ranks before it fails with an error
-            naming the rank and the operation (default 30 minutes).
+            naming the rank, the operation, and what every other rank was doing (default 30 minutes).
+            ``FABRIC_CHECK_COLLECTIVES=1`` in the environment of every rank also compares each collective's
+            operation, shapes and dtypes across ranks before running it (one small extra all_gather per
+            collective) and raises ``CollectiveMismatchError`` at the first difference.
         start_method: ``"popen"`` re-runs the script once per extra process (the default, like
             ``torchrun``); ``"spawn"``, ``"fork"`` and ``"forkserver"`` start workers that run the
             function given to ``fabric.launch``.
@@ -90,6 +94,8 @@ class DDPStrategy(ParallelStrategy):
         self._start_method = start_method
         self._ddp_kwargs = kwargs
         self._owns_process_group = False
+        # Read here so that a bad value fails at Fabric(...), before any process starts.
+        self._check_collectives = collectives.check_collectives_from_environment()
 
     @property
     def process_group_backend(self) -> str:
@@ -136,6 +142,7 @@ class DDPStrategy(ParallelStrategy):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.num_processes))
 
     def _init_process_group(self) -> None:
+        collectives.set_check_collectives(self._check_collectives)
         if dist.is_initialized():
             if dist.get_world_size() != self.world_size:
                 raise RuntimeError(
@@ -159,6 +166,8 @@ class DDPStrategy(ParallelStrategy):
                 f"{env.main_address}:{env.main_port} (backend {self.process_group_backend!r}): {err}"
             ) from err
         self._owns_process_group = True
+        # A second client of the group's store, so that a timed-out collective can say what every rank was doing.
+        hang_report.start(env.main_address, env.main_port, self.global_rank, self.world_size)
 
     # -- modules -----------------------------------------------------------------------------------
 
@@ -218,6 +227,8 @@ class DDPStrategy(ParallelStrategy):
         # gloo can abort a process at exit when a DDP reducer outlives its process group: collect the
         # (already released) wrappers before destroying the group.
         gc.collect()
+        if self._owns_process_group:
+            hang_report.stop()
         if self._owns_process_group and dist.is_initialized():
             dist.destroy_process_group()
         self._owns_process_group = False
