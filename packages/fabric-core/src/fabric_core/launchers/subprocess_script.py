@@ -7,6 +7,10 @@ environment. A copy sees ``LOCAL_RANK`` and does not start processes again.
 Reliability: a watchdog thread in rank 0 ends the whole run within seconds when a copy dies; the
 copies die with rank 0 (``PR_SET_PDEATHSIG`` on Linux, :func:`watch_parent` everywhere); and at the
 normal end of rank 0 the copies are waited for with a bound (``FABRIC_CHILD_EXIT_TIMEOUT``).
+
+Exit codes: the run ends with rank 0's own status when rank 0 fails (``sys.exit(3)`` -> 3, an uncaught
+exception -> 1, Ctrl-C -> 130), and the copies are ended at once; when rank 0 ends well, the run ends
+with the code of the first copy that failed, or 0.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ _TERMINATE_GRACE = 3.0
 
 # The processes this process started; a second launch would start the whole run a second time.
 _children: _ChildProcesses | None = None
-# Whether rank 0's own code failed (uncaught exception): then its copies are ended at once at exit.
-_main_failed = False
+# Rank 0's own exit status, once its code has told us (see _record_main_exit): nonzero means its copies
+# are ended at once and the run ends with this status. None: not known (still running, or it ended by
+# ``raise SystemExit(n)`` or ``exit(n)``, which pass no hook): then the copies are waited for as usual.
+_main_exit_code: int | None = None
 _parent_watch_started = False
 
 
@@ -87,8 +93,8 @@ class SubprocessScriptLauncher(Launcher):
             self._start_children()
         try:
             return function(*args, **kwargs)
-        except BaseException:
-            _mark_main_failed()
+        except BaseException as error:
+            _record_main_exit(_exit_status(error))
             raise
 
     def _start_children(self) -> None:
@@ -115,7 +121,7 @@ class SubprocessScriptLauncher(Launcher):
         _children = _ChildProcesses(started, node_rank=node_rank, num_processes=self.num_processes)
         _children.start_watchdog()
         atexit.register(_children.wait_at_exit)
-        _install_excepthook()
+        _install_exit_hooks()
 
     def _child_environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -246,6 +252,18 @@ class _ChildProcesses:
 
     def _watch(self) -> None:
         while not self._stop.wait(_POLL_INTERVAL):
+            if _main_failed() and not threading.main_thread().is_alive():
+                # Rank 0's script has ended with a failure. Its exit (Fabric's teardown destroys the
+                # process group) makes the copies fail too, or leaves them blocked in a collective;
+                # their code must not replace rank 0's. End them now, even while another atexit
+                # handler or a non-daemon thread holds rank 0 up, and let Python exit with rank 0's
+                # own status.
+                if self._ending.acquire(blocking=False):
+                    try:
+                        self._end_after_main_failed()
+                    finally:
+                        self._ending.release()
+                return
             failed = self.first_failure()
             if failed is not None and self._ending.acquire(blocking=False):
                 # The main thread may be blocked inside a collective that never returns: end the
@@ -285,11 +303,8 @@ class _ChildProcesses:
                 raise
 
     def _wait_at_exit(self) -> None:
-        if _main_failed:
-            alive = [child.process for child in self.children if child.process.poll() is None]
-            if alive:
-                _report(f"Local rank 0 failed; ending local ranks {self._ranks(alive)}.")
-                _terminate(alive, _TERMINATE_GRACE)
+        if _main_failed():
+            self._end_after_main_failed()
             return
         timeout = _exit_timeout()
         deadline = time.monotonic() + timeout
@@ -308,6 +323,14 @@ class _ChildProcesses:
                 _terminate(alive, _TERMINATE_GRACE)
                 _flush_and_exit(1)
             time.sleep(_POLL_INTERVAL)
+
+    def _end_after_main_failed(self) -> None:
+        # Returns rather than exiting: the interpreter then ends rank 0 with its own status (the
+        # SystemExit code, 1 after a traceback, SIGINT after Ctrl-C), after the other atexit handlers.
+        alive = [child.process for child in self.children if child.process.poll() is None]
+        if alive:
+            _report(f"Local rank 0 exited with code {_main_exit_code}; ending local ranks {self._ranks(alive)}.")
+            _terminate(alive, _TERMINATE_GRACE)
 
     def _ranks(self, processes: list[subprocess.Popen]) -> str:
         return ", ".join(str(child.local_rank) for child in self.children if child.process in processes)
@@ -372,21 +395,55 @@ def _flush_and_exit(code: int) -> None:
     os._exit(code)
 
 
-def _mark_main_failed() -> None:
-    global _main_failed
-    _main_failed = True
+def _exit_status(error: BaseException) -> int:
+    """The exit status the interpreter gives a process that ``error`` ends."""
+    if isinstance(error, SystemExit):
+        if error.code is None:
+            return 0
+        # Any other object is printed and the process exits with 1 (``sys.exit("message")``).
+        return int(error.code) if isinstance(error.code, int) else 1
+    if isinstance(error, KeyboardInterrupt):
+        return 128 + signal.SIGINT  # the interpreter ends itself with SIGINT, which shells report as 130
+    return 1
 
 
-def _install_excepthook() -> None:
-    # ``fabric.launch()`` without a function returns before training starts, so an exception in the
-    # script after it never passes through launch(); the hook tells the exit handler not to wait.
-    previous = sys.excepthook
+def _record_main_exit(code: int) -> None:
+    global _main_exit_code
+    if code and _children is not None and _children.first_failure() is not None:
+        # A copy failed before rank 0 did: rank 0 most likely failed because of it (a collective that
+        # lost its peer), so the run keeps the copy's code, as the watchdog reports it.
+        return
+    _main_exit_code = code
 
-    def hook(*exc_info: Any) -> None:
-        _mark_main_failed()
-        previous(*exc_info)
 
-    sys.excepthook = hook
+def _main_failed() -> bool:
+    return bool(_main_exit_code)
+
+
+def _install_exit_hooks() -> None:
+    """Learn how rank 0's script ends, for the watchdog and the exit handler.
+
+    ``fabric.launch()`` without a function returns before training starts, so the rest of the script
+    never passes through launch(): an uncaught exception reaches ``sys.excepthook``, and the exit code
+    of ``sys.exit(n)`` is seen nowhere else (the interpreter calls no hook for SystemExit, and atexit
+    handlers do not get the code). A SystemExit that the script catches and does not re-raise is still
+    recorded; ``raise SystemExit(n)`` and ``exit(n)`` are not seen.
+    """
+    previous_excepthook = sys.excepthook
+    previous_exit = sys.exit
+
+    def excepthook(*exc_info: Any) -> None:
+        _record_main_exit(_exit_status(exc_info[1]))
+        previous_excepthook(*exc_info)
+
+    def exit_hook(*status: Any) -> None:
+        # sys.exit() in another thread ends only that thread.
+        if threading.current_thread() is threading.main_thread():
+            _record_main_exit(_exit_status(SystemExit(*status)))
+        previous_exit(*status)
+
+    sys.excepthook = excepthook
+    sys.exit = exit_hook
 
 
 def _pid_alive(pid: int) -> bool:
