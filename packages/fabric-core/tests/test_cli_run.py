@@ -270,3 +270,56 @@ def test_help_lists_every_option_with_its_default(capsys):
 @pytest.mark.parametrize("devices, expected", [(None, 1), ("auto", 1), ("3", 3)])
 def test_processes_per_node_come_from_the_accelerator(devices, expected):
     assert cli_run._processes_per_node("cpu", devices) == expected
+
+
+# A Fabric script that never ends by itself: each rank records its pid, then waits in barriers.
+FOREVER_SCRIPT = """
+import os, sys, time
+from fabric_core import Fabric
+
+out = sys.argv[1]
+fabric = Fabric(accelerator="cpu", strategy="ddp")
+with open(os.path.join(out, f"pid{fabric.global_rank}"), "w") as f:
+    f.write(str(os.getpid()))
+while True:
+    fabric.barrier()
+    time.sleep(0.2)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_fabric_run_itself_is_killed(tmp_path):
+    # torch's elastic agent runs inside `fabric run`: killed with SIGKILL (the OOM killer), it cannot end its
+    # workers, which used to run on forever, re-parented to init. Each worker's Fabric watches its parent.
+    script = tmp_path / "forever.py"
+    script.write_text(FOREVER_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _start("--accelerator", "cpu", "--devices", "2", str(script), str(out))
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while len(list(out.glob("pid*"))) < 2:
+            assert proc.poll() is None, proc.communicate(timeout=10)
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.2)
+        time.sleep(0.5)  # both pid files are complete
+        pids = [int(p.read_text()) for p in out.glob("pid*")]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        killed = time.monotonic()
+        while any(_alive(pid) for pid in pids) and time.monotonic() - killed < HANG_BOUND:
+            time.sleep(0.2)
+        survivors = [pid for pid in pids if _alive(pid)]
+        assert not survivors, f"workers {survivors} outlived `fabric run` by {HANG_BOUND} s"
+        assert time.monotonic() - killed < 10, "the workers took more than 10 s to notice"
+    finally:
+        _kill_leftovers([proc], out)

@@ -132,7 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.script,
         *args.script_args,
     ]
-    env = {"FABRIC_CLI_USED": "1"}
+    from fabric_core.launchers.subprocess_script import PARENT_PID_ENV
+
+    # The workers' parent is this process (torch's elastic agent runs here). Should it be killed (kill -9,
+    # the OOM killer), nothing would end them: Fabric(...) in each worker watches this pid and ends the
+    # worker when it is gone (fabric_core.launchers.subprocess_script.watch_parent).
+    env = {"FABRIC_CLI_USED": "1", PARENT_PID_ENV: str(os.getpid())}
     given = {flag: getattr(args, flag) for flag in _FLAG_ENV}
     env.update({_FLAG_ENV[flag]: str(value) for flag, value in given.items() if value is not None})
     with _environment(env, defaults={"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": SHUTDOWN_TIMEOUT}):
