@@ -14,6 +14,7 @@ import pytest
 
 from fabric_core.cli import run as cli_run
 from fabric_core.environments.local import find_free_port
+from fabric_core.io.leftovers import pid_is_alive
 
 # A generous bound: a run that should end "within seconds" and takes longer than this hangs.
 HANG_BOUND = 30.0
@@ -287,15 +288,6 @@ while True:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_end_when_fabric_run_itself_is_killed(tmp_path):
     # torch's elastic agent runs inside `fabric run`: killed with SIGKILL (the OOM killer), it cannot end its
@@ -316,9 +308,9 @@ def test_workers_end_when_fabric_run_itself_is_killed(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         killed = time.monotonic()
-        while any(_alive(pid) for pid in pids) and time.monotonic() - killed < HANG_BOUND:
+        while any(pid_is_alive(pid) for pid in pids) and time.monotonic() - killed < HANG_BOUND:
             time.sleep(0.2)
-        survivors = [pid for pid in pids if _alive(pid)]
+        survivors = [pid for pid in pids if pid_is_alive(pid)]
         assert not survivors, f"workers {survivors} outlived `fabric run` by {HANG_BOUND} s"
         assert time.monotonic() - killed < 10, "the workers took more than 10 s to notice"
     finally:

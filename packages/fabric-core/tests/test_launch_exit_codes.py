@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from fabric_core.io.leftovers import pid_is_alive
+
 SCRIPT = Path(__file__).parent / "scripts" / "exit_codes.py"
 # Starting two processes that import torch takes a while on a loaded machine; the bound that matters
 # is END_BOUND, from the failing rank's exit to the end of the run.
@@ -26,24 +28,10 @@ PROCESS_TIMEOUT = 90
 END_BOUND = 30.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-
 def _wait_until_dead(pid: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_is_alive(pid):
             return True
         time.sleep(0.05)
     return False
