@@ -1,4 +1,4 @@
-"""Helpers for fabric-fsdp's tests: scripts in fresh processes, and a process group of one in this one."""
+"""Helpers for fabric-fsdp's tests: scripts in fresh processes, a process group of one, a one-process Fabric."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from fabric_core import Fabric
 
 SCRIPTS = Path(__file__).parent / "scripts"
 #: Every script run is bounded, so that a hang fails its test instead of the suite.
@@ -36,3 +40,15 @@ def process_group_of_one(free_port: int) -> Iterator[None]:
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port}", rank=0, world_size=1)
     yield
+
+
+@pytest.fixture
+def fabric() -> Iterator[Fabric]:
+    """A launched ``Fabric`` with ``FSDPStrategy`` on one CPU process, torn down afterwards."""
+    from fabric_core import Fabric
+    from fabric_fsdp import FSDPStrategy
+
+    fabric = Fabric(accelerator="cpu", devices=1, strategy=FSDPStrategy())
+    fabric.launch()
+    yield fabric
+    fabric.teardown()

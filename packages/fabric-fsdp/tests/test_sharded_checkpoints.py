@@ -8,7 +8,6 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from torch import nn
 from fabric_core import Fabric
 from fabric_core.io import integrity, leftovers
 from fabric_core.io.integrity import CheckpointCorruptError
-from fabric_fsdp import FSDPStrategy
-
-
-@pytest.fixture
-def fabric() -> Iterator[Fabric]:
-    fabric = Fabric(accelerator="cpu", devices=1, strategy=FSDPStrategy())
-    fabric.launch()
-    yield fabric
-    fabric.teardown()
 
 
 def _model(fabric: Fabric, out_features: int = 2, value: float | None = None):

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
 
 from fabric_core import Fabric
 from fabric_fsdp import FSDPStrategy
-
-
-@pytest.fixture
-def fabric() -> Iterator[Fabric]:
-    fabric = Fabric(accelerator="cpu", devices=1, strategy=FSDPStrategy())
-    fabric.launch()
-    yield fabric
-    fabric.teardown()
 
 
 def _setup(fabric: Fabric, seed: int = 0):
