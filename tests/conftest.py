@@ -24,6 +24,7 @@ from fabric_core.plugins.manager import PluginLoadWarning, get_registries
 TARGETS = """
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.io.consolidate import CheckpointConsolidator
 from fabric_core.loggers.logger import Logger
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.strategy import Strategy
@@ -34,6 +35,13 @@ class OtherStrategy(Strategy): pass
 class FakePrecision(Precision): pass
 class FakeEnvironment(ClusterEnvironment): pass
 class FakeLogger(Logger): pass
+
+class FakeConsolidator(CheckpointConsolidator):
+    def recognizes(self, path):
+        return (path / "fake.format").is_file()
+
+    def consolidate(self, path, output):
+        raise ValueError("a fake format")
 
 def hello(args):
     print("hello from a plugin:", " ".join(args))
@@ -67,6 +75,10 @@ def fabric_register_loggers(registry):
 @hookimpl
 def fabric_register_cli_commands(registry):
     registry.register("hello", "fake_targets:hello", description="Say hello from a plugin")
+
+@hookimpl
+def fabric_register_checkpoint_consolidators(registry):
+    registry.register("fake_format", "fake_targets:FakeConsolidator")
 """
 
 BROKEN_IMPORT = "import missing_dependency_of_the_plugin\n" + EVERY_KIND

@@ -27,6 +27,7 @@ KINDS = [
     ("cluster_environments", "fake_env", "FakeEnvironment"),
     ("loggers", "fake_logger", "FakeLogger"),
     ("commands", "hello", "hello"),
+    ("consolidators", "fake_format", "FakeConsolidator"),
 ]
 
 
@@ -487,7 +488,12 @@ def test_unknown_name_suggests_the_closest_name() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "name", "extra"),
-    [("strategies", "fsdp", "fsdp"), ("accelerators", "cuda", "cuda"), ("loggers", "csv", "loggers")],
+    [
+        ("strategies", "fsdp", "fsdp"),
+        ("accelerators", "cuda", "cuda"),
+        ("loggers", "csv", "loggers"),
+        ("consolidators", "fsdp", "fsdp"),
+    ],
 )
 def test_first_party_name_not_installed_says_what_to_install(without_plugins, kind: str, name: str, extra: str) -> None:
     without_plugins(extra)  # hidden, in case the sibling package is installed in this environment
@@ -499,7 +505,12 @@ def test_first_party_name_not_installed_says_what_to_install(without_plugins, ki
 
 @pytest.mark.parametrize(
     ("kind", "name", "extra"),
-    [("strategies", "fsdp", "fsdp"), ("accelerators", "cuda", "cuda"), ("loggers", "csv", "loggers")],
+    [
+        ("strategies", "fsdp", "fsdp"),
+        ("accelerators", "cuda", "cuda"),
+        ("loggers", "csv", "loggers"),
+        ("consolidators", "fsdp", "fsdp"),
+    ],
 )
 def test_first_party_name_disabled_says_which_setting_disabled_it(
     site, monkeypatch: pytest.MonkeyPatch, kind: str, name: str, extra: str
@@ -558,6 +569,7 @@ def test_plugins_json_has_a_stable_schema(site, capsys: pytest.CaptureFixture[st
         "cluster_environments",
         "loggers",
         "commands",
+        "consolidators",
     }
 
 

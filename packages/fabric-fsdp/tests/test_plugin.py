@@ -31,7 +31,7 @@ def test_discovering_the_plugin_does_not_import_torch_distributed_fsdp():
     assert result.returncode == 0 and "cheap" in result.stdout, result.stderr
 
 
-def test_fabric_plugins_lists_the_strategies_and_the_consolidate_command():
+def test_fabric_plugins_lists_the_strategies_and_the_consolidator():
     result = subprocess.run(
         [sys.executable, "-m", "fabric_core", "plugins", "--json"], capture_output=True, text=True, timeout=120
     )
@@ -39,7 +39,8 @@ def test_fabric_plugins_lists_the_strategies_and_the_consolidate_command():
     (plugin,) = [p for p in json.loads(result.stdout)["plugins"] if p["distribution"] == "fabric-fsdp"]
     assert plugin["status"] == "ok"
     assert plugin["registered"]["strategies"] == ["fsdp", "fsdp_cpu_offload", "model_parallel"]
-    assert plugin["registered"]["commands"] == ["consolidate"]
+    assert plugin["registered"]["consolidators"] == ["fsdp"]
+    assert plugin["registered"]["commands"] == []  # `fabric consolidate` is fabric-core's
 
 
 def test_strategy_fsdp_by_name_is_fsdp_strategy_with_fsdp_precision():

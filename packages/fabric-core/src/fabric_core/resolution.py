@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -198,28 +197,17 @@ def ask_or_skip(entry: Entry, question: str, choosing: str) -> Any:
     """:func:`ask`, for automatic choices, which try every registered class: a broken one answers ``None``.
 
     One plugin's broken target must not break ``Fabric()`` for everyone, so it is skipped with a
-    ``PluginLoadWarning`` (once per entry per process); ``FABRIC_STRICT_PLUGINS=1`` raises ``PluginError``.
+    ``PluginLoadWarning`` (once per entry per process); ``FABRIC_STRICT_PLUGINS=1`` raises ``PluginError``
+    (:func:`fabric_core.plugins.manager.skip_broken_entry`).
     """
     if entry.skipped is not None:
         return None
     try:
         return ask(entry, question)
     except Exception as err:
-        from fabric_core.plugins import manager
+        from fabric_core.plugins.manager import skip_broken_entry
 
-        disable = f"{manager.DISABLE_ENV}={entry.plugin or entry.distribution}"
-        if manager._strict():
-            raise manager.PluginError(
-                f"{str(err).rstrip('.')}, while {choosing}. {manager.STRICT_ENV}=1 makes this an error: fix or "
-                f"uninstall {entry.distribution}, or set {disable} to skip it."
-            ) from err
-        entry.skipped = f"{type(err).__name__}: {err}"
-        warnings.warn(
-            f"{str(err).rstrip('.')}. Skipped while {choosing}: the other {entry.kind.replace('_', ' ')} keep "
-            f"working; set {disable} to stop loading that plugin, or {manager.STRICT_ENV}=1 to make this an error.",
-            manager.PluginLoadWarning,
-            stacklevel=2,
-        )
+        skip_broken_entry(entry, err, choosing)
         return None
 
 

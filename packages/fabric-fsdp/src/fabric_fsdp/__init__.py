@@ -1,7 +1,7 @@
 """fabric-fsdp: fully sharded training for fabric-core, built on FSDP2 (``fully_shard`` and ``DeviceMesh``).
 
 Installing it (``pip install "fabric-core[fsdp]"``) registers the strategies ``fsdp``,
-``fsdp_cpu_offload`` and ``model_parallel`` and the ``fabric consolidate`` command::
+``fsdp_cpu_offload`` and ``model_parallel``, and the checkpoint format ``fsdp`` of ``fabric consolidate``::
 
     from fabric_core import Fabric
     from fabric_fsdp import FSDPStrategy

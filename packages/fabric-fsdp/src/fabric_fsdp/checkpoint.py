@@ -19,7 +19,8 @@ A **full** checkpoint is one ``torch.save`` file, the same nested dict a single-
 parameters are gathered one at a time and moved to rank 0's CPU memory, so the whole model is never
 held twice on one device. Models and optimizers are keyed by parameter name (FQN) in both kinds.
 
-``fabric consolidate`` (:func:`consolidate_checkpoint`) turns a sharded checkpoint into the full file.
+:func:`consolidate_checkpoint` turns a sharded checkpoint into the full file; ``fabric consolidate`` calls it
+for a directory with a ``.metadata`` file (:mod:`fabric_fsdp.consolidator`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,10 @@ def fabric_register_strategies(registry):
 
 
 @hookimpl
-def fabric_register_cli_commands(registry):
+def fabric_register_checkpoint_consolidators(registry):
+    # `fabric consolidate` (fabric-core's) uses it for directories holding a .metadata file.
     registry.register(
-        "consolidate", "fabric_fsdp.cli:main", description="Turn a sharded checkpoint directory into one file"
+        "fsdp",
+        "fabric_fsdp.consolidator:DCPConsolidator",
+        description="torch.distributed.checkpoint directories (a .metadata file): fsdp, model_parallel",
     )

@@ -1,9 +1,9 @@
-"""The ``fabric`` command: ``fabric run``, ``fabric plugins`` and commands added by plugins.
+"""The ``fabric`` command: the built-in ``run``, ``plugins``, ``checkpoint`` and ``consolidate``, and plugins' commands.
 
 Every command, the built-in ones included, is a name in the ``commands`` registry (fabric-core
-registers ``run`` and ``plugins`` through its own ``fabric_register_cli_commands`` hook), so a
-plugin command named like a built-in one meets the rule for every core name: the built-in is kept
-and ``fabric plugins`` reports the clash; only ``override=True`` replaces it.
+registers its own through its ``fabric_register_cli_commands`` hook), so a plugin command named
+like a built-in one meets the rule for every core name: the built-in is kept and ``fabric plugins``
+reports the clash; only ``override=True`` replaces it.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ Plain ``fabric plugins`` imports no target, so it stays cheap.
           "status": "ok",                         # "ok", "failed", "incompatible" or "disabled"
           "registered": {                         # every kind, always present, in registration order
             "accelerators": ["cpu", "mps"], "strategies": [...], "precisions": [...],
-            "cluster_environments": [...], "loggers": [], "commands": []
+            "cluster_environments": [...], "loggers": [], "commands": [...], "consolidators": []
           },
           "overridden": [                         # names this plugin registered that another one won
             {"kind": "strategies", "name": "ddp",

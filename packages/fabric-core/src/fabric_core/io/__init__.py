@@ -8,6 +8,7 @@ from fabric_core.utilities.imports import lazy_exports
 
 if TYPE_CHECKING:
     from fabric_core.io.checkpoint_io import CheckpointIO
+    from fabric_core.io.consolidate import CheckpointConsolidator
     from fabric_core.io.durable import fsync_directory
     from fabric_core.io.errors import explain_load_error, explain_save_error
     from fabric_core.io.integrity import CheckpointCorruptError, verify_checkpoint
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CheckpointConsolidator",
     "CheckpointCorruptError",
     "CheckpointIO",
     "TorchCheckpointIO",
@@ -34,6 +36,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "CheckpointConsolidator": "fabric_core.io.consolidate",
         "CheckpointCorruptError": "fabric_core.io.integrity",
         "CheckpointIO": "fabric_core.io.checkpoint_io",
         "TorchCheckpointIO": "fabric_core.io.torch_io",

@@ -20,6 +20,7 @@ HOOKS: dict[str, str] = {
     "fabric_register_cluster_environments": "cluster_environments",
     "fabric_register_loggers": "loggers",
     "fabric_register_cli_commands": "commands",
+    "fabric_register_checkpoint_consolidators": "consolidators",
 }
 
 #: the registry kinds, in hook order

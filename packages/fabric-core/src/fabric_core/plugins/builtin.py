@@ -105,3 +105,8 @@ def fabric_register_cli_commands(registry):
         "fabric_core.cli.checkpoint:main",
         description="Verify checkpoints without loading them (fabric checkpoint verify PATH...)",
     )
+    registry.register(
+        "consolidate",
+        "fabric_core.cli.consolidate:main",
+        description="Turn a checkpoint directory into one file (formats come from plugins: fsdp, deepspeed, ...)",
+    )

@@ -65,8 +65,22 @@ def fabric_register_loggers(registry: Registry) -> None:
 
 @hookspec
 def fabric_register_cli_commands(registry: Registry) -> None:
-    """Register ``fabric`` subcommands: ``registry.register("consolidate", "pkg.cli:main", description=...)``.
+    """Register ``fabric`` subcommands: ``registry.register("export", "pkg.cli:main", description=...)``.
 
     The target is a callable taking the command's arguments (a list of strings) and returning an exit
     code or ``None``.
+    """
+
+
+@hookspec
+def fabric_register_checkpoint_consolidators(registry: Registry) -> None:
+    """Register checkpoint formats for ``fabric consolidate``: ``registry.register("myshards", "pkg.shards:MyShards")``.
+
+    The target is a :class:`fabric_core.io.CheckpointConsolidator` subclass; the name is what
+    ``fabric consolidate DIR --format NAME`` takes. Without ``--format``, the command uses the one
+    format whose ``recognizes(DIR)`` holds::
+
+        @hookimpl
+        def fabric_register_checkpoint_consolidators(registry):
+            registry.register("myshards", "my_package.shards:MyShardsConsolidator", description="my shard folders")
     """

@@ -30,6 +30,8 @@ from fabric_core.plugins.registry import Registry, ScopedRegistry
 if TYPE_CHECKING:
     from importlib.metadata import Distribution, EntryPoint
 
+    from fabric_core.plugins.registry import Entry
+
 ENTRY_POINT_GROUP = PROJECT
 STRICT_ENV = "FABRIC_STRICT_PLUGINS"
 DISABLE_ENV = "FABRIC_DISABLE_PLUGINS"
@@ -98,7 +100,16 @@ class PluginInfo:
 class Registries:
     """Every registry, filled by every plugin's hooks."""
 
-    __slots__ = ("accelerators", "cluster_environments", "commands", "loggers", "plugins", "precisions", "strategies")
+    __slots__ = (
+        "accelerators",
+        "cluster_environments",
+        "commands",
+        "consolidators",
+        "loggers",
+        "plugins",
+        "precisions",
+        "strategies",
+    )
 
     def __init__(
         self,
@@ -109,6 +120,7 @@ class Registries:
         loggers: Registry,
         commands: Registry,
         plugins: list[PluginInfo],
+        consolidators: Registry | None = None,
     ) -> None:
         self.accelerators = accelerators
         self.strategies = strategies
@@ -117,6 +129,8 @@ class Registries:
         self.loggers = loggers
         self.commands = commands
         self.plugins = plugins
+        # Last and optional: Registries(...) built with the earlier keywords (tests, tools) keeps working.
+        self.consolidators = Registry("consolidators") if consolidators is None else consolidators
 
     def __getitem__(self, kind: str) -> Registry:
         if kind not in KINDS:
@@ -241,6 +255,29 @@ def _skip(info: PluginInfo, registries: dict[str, Registry], error: str, cause: 
         f"loading it, or {STRICT_ENV}=1 to make this an error."
     )
     warnings.warn(text, PluginLoadWarning, stacklevel=4)
+
+
+def skip_broken_entry(entry: Entry, err: Exception, choosing: str) -> None:
+    """Leave ``entry`` out of an automatic choice because its target failed with ``err``.
+
+    One plugin's broken target must not break an automatic choice for everyone (``accelerator="auto"``,
+    detecting the cluster environment, the format ``fabric consolidate`` recognizes), so it is marked
+    ``skipped`` with a ``PluginLoadWarning``; under ``FABRIC_STRICT_PLUGINS=1`` this raises ``PluginError``.
+    ``err``'s message names the registration (``entry.who``); ``choosing`` says what was being chosen.
+    """
+    disable = f"{DISABLE_ENV}={entry.plugin or entry.distribution}"
+    if _strict():
+        raise PluginError(
+            f"{str(err).rstrip('.')}, while {choosing}. {STRICT_ENV}=1 makes this an error: fix or uninstall "
+            f"{entry.distribution}, or set {disable} to skip it."
+        ) from err
+    entry.skipped = f"{type(err).__name__}: {err}"
+    warnings.warn(
+        f"{str(err).rstrip('.')}. Skipped while {choosing}: the other {entry.kind.replace('_', ' ')} keep working; "
+        f"set {disable} to stop loading that plugin, or {STRICT_ENV}=1 to make this an error.",
+        PluginLoadWarning,
+        stacklevel=3,
+    )
 
 
 def _failed(what: str, err: BaseException) -> str:

@@ -38,7 +38,7 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
     "precisions": {"transformer-engine": "te", "transformer-engine-float16": "te"},
     "cluster_environments": {"xla": "xla"},
     "loggers": {"csv": "loggers", "tensorboard": "loggers"},
-    "commands": {"consolidate": "fsdp"},
+    "consolidators": {"fsdp": "fsdp", "deepspeed": "deepspeed"},
 }
 
 #: A readable singular for each kind, used in messages.
@@ -49,6 +49,7 @@ KIND_LABELS = {
     "cluster_environments": "cluster environment",
     "loggers": "logger",
     "commands": "command",
+    "consolidators": "checkpoint format",
 }
 
 
@@ -59,6 +60,7 @@ BASES = {
     "precisions": "fabric_core.precision.precision:Precision",
     "cluster_environments": "fabric_core.environments.cluster_environment:ClusterEnvironment",
     "loggers": "fabric_core.loggers.logger:Logger",
+    "consolidators": "fabric_core.io.consolidate:CheckpointConsolidator",
 }
 
 #: kind -> the hook that fills it
@@ -92,10 +94,11 @@ def _qualname(obj: Any) -> str:
 def check_target(kind: str, target: Any, who: str) -> None:
     """Raise ``TypeError`` unless ``target`` (already imported) is what a ``kind`` name must point to.
 
-    Accelerators, strategies, precisions, cluster environments and loggers are classes, subclasses of
-    their kind's base: resolution reads class attributes (``priority``, ``is_available()``,
-    ``detect()``, the constructor's parameters) before it constructs anything, so factory functions
-    are refused; register variants with ``init_kwargs`` instead. A command is any callable.
+    Accelerators, strategies, precisions, cluster environments, loggers and checkpoint consolidators
+    are classes, subclasses of their kind's base: resolution reads class attributes (``priority``,
+    ``is_available()``, ``detect()``, the constructor's parameters) before it constructs anything, so
+    factory functions are refused; register variants with ``init_kwargs`` instead. A command is any
+    callable.
     ``who`` says which registration it is, e.g. ``"precision 'fp8' of plugin 'fp8' (fabric-fp8 1.0)"``.
     """
     if kind == "commands":
