@@ -25,6 +25,8 @@ from fabric_core.utilities import hang_report
 from fabric_core.utilities.seed import reset_seed
 
 _START_METHODS = ("popen", "spawn", "fork", "forkserver")
+#: How many process groups this process has created (see ``DDPStrategy._store_for_next_group``).
+_groups_created = 0
 
 
 def _ddp_parameter_names() -> set[str]:
@@ -157,6 +159,9 @@ class DDPStrategy(ParallelStrategy):
         if self._timeout is not None:
             kwargs["timeout"] = self._timeout
         try:
+            store = self._store_for_next_group(kwargs)
+            if store is not None:
+                kwargs["store"] = store
             dist.init_process_group(
                 self.process_group_backend, rank=self.global_rank, world_size=self.world_size, **kwargs
             )
@@ -166,8 +171,23 @@ class DDPStrategy(ParallelStrategy):
                 f"{env.main_address}:{env.main_port} (backend {self.process_group_backend!r}): {err}"
             ) from err
         self._owns_process_group = True
+        global _groups_created
+        _groups_created += 1
         # A second client of the group's store, so that a timed-out collective can say what every rank was doing.
         hang_report.start(env.main_address, env.main_port, self.global_rank, self.world_size)
+
+    def _store_for_next_group(self, kwargs: dict[str, Any]) -> Any:
+        """The rendezvous store for a process group after the first one this process created, or ``None``.
+
+        Each process group writes its ranks' addresses under the same keys of the store on
+        ``MASTER_PORT``; a store server that outlives its group (torch shares one server per port in a
+        process) would hand the next group the previous one's addresses. Later groups therefore keep
+        their keys apart under a prefix that every rank derives alike, from how many groups it created.
+        """
+        if _groups_created == 0:
+            return None  # the first group: torch's own env:// rendezvous, unchanged
+        store, _, _ = next(dist.rendezvous("env://", self.global_rank, self.world_size, **kwargs))
+        return dist.PrefixStore(f"fabric-group-{_groups_created}/", store)
 
     # -- modules -----------------------------------------------------------------------------------
 
@@ -230,9 +250,14 @@ class DDPStrategy(ParallelStrategy):
         if self._owns_process_group:
             hang_report.stop()
         if self._owns_process_group and dist.is_initialized():
-            dist.destroy_process_group()
+            self._destroy_process_group()
         self._owns_process_group = False
         super().teardown()
+
+    def _destroy_process_group(self) -> None:
+        """Destroy the process group this strategy created (a subclass whose backend library caches groups
+        releases them here too)."""
+        dist.destroy_process_group()
 
     def __repr__(self) -> str:
         return (
