@@ -546,7 +546,7 @@ class Fabric:
             raise ValueError("fabric.clip_gradients() needs clip_val=... or max_norm=...")
         if not isinstance(unwrap(module), Module):
             raise TypeError(f"fabric.clip_gradients() expects the model first, got {type(module).__name__}.")
-        if not isinstance(unwrap(optimizer), Optimizer):
+        if not _is_optimizer(unwrap(optimizer)):
             raise TypeError(f"fabric.clip_gradients() expects the optimizer second, got {type(optimizer).__name__}.")
         module, optimizer = unwrap(module), unwrap(optimizer)
         if max_norm is not None:
@@ -849,3 +849,8 @@ class Fabric:
 
 
 _WRAPPERS = (_FabricModule, _FabricOptimizer, _FabricDataLoader)
+
+
+def _is_optimizer(obj: Any) -> bool:
+    """A torch optimizer, or a strategy's own that steps like one (DeepSpeed's ZeRO optimizer is no ``Optimizer``)."""
+    return isinstance(obj, Optimizer) or (callable(getattr(obj, "step", None)) and hasattr(obj, "param_groups"))
