@@ -31,6 +31,7 @@ DEEPSPEED_KEYS = frozenset(
     {
         "module",
         "buffer_names",
+        "checkpoint_parallel_dimensions",
         "optimizer",
         "param_shapes",
         "frozen_param_shapes",
@@ -99,7 +100,7 @@ def save(
         )
     extra = {key: value for key, value in state.items() if key != model_key and key not in optimizer_keys}
     client_state = strategy.convert_state(extra)
-    client_state[META_KEY] = {"model_key": model_key, "optimizer_keys": optimizer_keys}
+    client_state[META_KEY] = {"model_key": model_key, "optimizer_keys": optimizer_keys, "keys": sorted(client_state)}
     engine.save_checkpoint(
         str(path), client_state=client_state, tag=TAG, exclude_frozen_parameters=strategy.exclude_frozen_parameters
     )
@@ -153,8 +154,9 @@ def load(
             "Check that every rank's files were written (a save that was interrupted leaves some out)."
         )
     meta = client_state.pop(META_KEY, {})
-    for key in ("optimizer", "lr_scheduler"):
-        client_state.pop(key, None)  # DeepSpeed's own, or nothing
+    # What the save stored beside the engine (DeepSpeed returns its own bookkeeping keys with it).
+    stored = meta.get("keys", sorted(set(client_state) - DEEPSPEED_KEYS))
+    client_state = {key: client_state[key] for key in stored if key in client_state}
     stored_optimizers = set(meta.get("optimizer_keys", []))
     requested = [
         key

@@ -51,8 +51,7 @@ class DeepSpeedConsolidator(CheckpointConsolidator):
         stored = torch.load(model_states[0], map_location="cpu", weights_only=False)
         meta = stored.get(META_KEY, {})
         result = {meta.get("model_key", "model"): dict(weights)}
-        for key, value in stored.items():
-            if key not in DEEPSPEED_KEYS and key != META_KEY and key not in meta.get("optimizer_keys", []):
-                result[key] = value
+        extra = meta.get("keys", sorted(set(stored) - DEEPSPEED_KEYS - {META_KEY}))
+        result.update({key: stored[key] for key in extra if key in stored})
         atomic_torch_save(result, output)
         return output
