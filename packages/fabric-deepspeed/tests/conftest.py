@@ -26,7 +26,8 @@ def _passed(result: subprocess.CompletedProcess, check: str) -> None:
     """Fail unless both ranks printed ``rank N CHECK ok``."""
     for rank in (0, 1):
         if f"rank {rank} {check} ok" not in result.stdout:
-            pytest.fail(f"rank {rank} did not pass {check!r} (exit {result.returncode}):\n{result.stdout}\n{result.stderr[-6000:]}")
+            output = f"{result.stdout}\n{result.stderr[-6000:]}"
+            pytest.fail(f"rank {rank} did not pass {check!r} (exit {result.returncode}):\n{output}")
 
 
 @pytest.fixture(scope="session")

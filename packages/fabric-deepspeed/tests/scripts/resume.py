@@ -40,7 +40,8 @@ def main() -> None:
         if action == "save":
             fabric, model, optimizer, scheduler = set_up(strategy)
             train_with_scheduler(fabric, model, optimizer, scheduler, batches(2))
-            fabric.save(directory / strategy, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 2})
+            state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 2}
+            fabric.save(directory / strategy, state)
             report(f"rank {fabric.global_rank} saved {strategy}")
             fabric.teardown()
             continue
