@@ -16,12 +16,13 @@ gc.freeze()
 
 #: The GPU tests run the same scripts on CUDA devices.
 ACCELERATOR = os.environ.get("FABRIC_DEEPSPEED_TEST_ACCELERATOR", "cpu")
+DEVICES = int(os.environ.get("FABRIC_DEEPSPEED_TEST_DEVICES", "2"))
 STEPS = 4
 
 
 def launched_fabric(**kwargs: Any) -> Fabric:
-    """``Fabric(accelerator=ACCELERATOR, devices=2, **kwargs)``, launched; later calls join the running processes."""
-    fabric = Fabric(accelerator=ACCELERATOR, devices=2, **kwargs)
+    """``Fabric(accelerator=ACCELERATOR, devices=DEVICES, **kwargs)``, launched; later calls join the running ones."""
+    fabric = Fabric(accelerator=ACCELERATOR, devices=DEVICES, **kwargs)
     fabric.launch()
     os.environ.setdefault("LOCAL_RANK", str(fabric.local_rank))
     return fabric
