@@ -106,3 +106,23 @@ def init_communication(deepspeed: Any, backend: str, timeout: timedelta | None) 
     if timeout is not None:
         kwargs["timeout"] = timeout
     deepspeed.comm.init_distributed(**kwargs)
+
+
+def describe_process(global_rank: int, local_rank: int, world_size: int) -> None:
+    """Set the variables DeepSpeed reads to place this process (the values fabric-core resolved)."""
+    for name, value in (("RANK", global_rank), ("LOCAL_RANK", local_rank), ("WORLD_SIZE", world_size)):
+        os.environ[name] = str(value)
+
+
+def configure_activation_checkpointing(deepspeed: Any, config: dict[str, Any]) -> None:
+    """Apply the config's ``activation_checkpointing`` section to ``deepspeed.checkpointing`` (as Lightning does)."""
+    section = config.get("activation_checkpointing")
+    if not section:
+        return
+    deepspeed.checkpointing.configure(
+        mpu_=None,
+        partition_activations=section.get("partition_activations"),
+        contiguous_checkpointing=section.get("contiguous_memory_optimization"),
+        checkpoint_in_cpu=section.get("cpu_checkpointing"),
+        profile=section.get("profile"),
+    )

@@ -283,6 +283,9 @@ class DeepSpeedStrategy(DDPStrategy):
         # First: a stale extension-build lock would make DeepSpeed wait forever further on.
         check_build_locks(shared=self.num_nodes > 1)
         super().setup_environment()
+        # DeepSpeed reads this process's place from the environment (zero.Init and the engine need LOCAL_RANK),
+        # which torchrun sets but `python script.py` with fabric.launch() does not for the first process.
+        runtime.describe_process(self.global_rank, self.local_rank, self.world_size)
         self._deepspeed = runtime.import_deepspeed(self.root_device.type, self.logging_level)
         runtime.init_communication(self._deepspeed, self.process_group_backend, self.timeout)
 
@@ -330,6 +333,7 @@ class DeepSpeedStrategy(DDPStrategy):
             dist_init_required=False,
         )
         self._engines.append(engine)
+        runtime.configure_activation_checkpointing(deepspeed, self._config)
         return engine, ds_optimizer
 
     def module_to_device(self, module: Module) -> None:

@@ -11,11 +11,15 @@ import os
 import signal
 import sys
 
-from _shared import batches, launched_fabric, make_model, make_optimizer, report, train
+from _shared import ACCELERATOR, DEVICES, batches, make_model, make_optimizer, report, train
+
+from fabric_core import Fabric
 
 
 def main() -> None:
-    fabric = launched_fabric(strategy="deepspeed_stage_3")
+    # As a user's script: `python train.py`, Fabric starts the second process (nothing set beforehand).
+    fabric = Fabric(accelerator=ACCELERATOR, devices=DEVICES, strategy="deepspeed_stage_3")
+    fabric.launch()
     with fabric.init_module(empty_init=True):
         model = make_model()
     model, optimizer = fabric.setup(model, make_optimizer(model.parameters()))
