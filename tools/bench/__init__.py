@@ -9,6 +9,8 @@ One module per workload, each with a ``run(ctx)`` that returns its tables:
 - ``imports``       import time and resident memory over ``import torch`` (fresh processes)
 - ``first_fabric``  the first ``Fabric(accelerator="cpu")`` after the import (fresh processes)
 - ``ddp``           two-process gloo throughput (``ddp_train`` is the script each rank runs)
+- ``deepspeed_zero`` ZeRO stages 2 and 3 on two CPU processes, fabric-core against DeepSpeed's engine by hand
+                    (workload ``deepspeed``; ``deepspeed_train`` is the script each rank runs)
 - ``checkpoint``    save and load of a ~200 MB model (persistent workers)
 - ``gpu``           a GPT-2-small training step on CUDA in bf16-mixed, when there is a GPU
 

@@ -297,11 +297,13 @@ def table(
     about: str = "",
     params: dict | None = None,
     notes: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict:
     """One table of results: a row per candidate (measured, not installed, failed or not applicable).
 
     ``ratio``: "cand/raw" (a time ratio: lower is better, or a throughput ratio) or "raw/cand" (how fast
     compared with raw when the values are times), taken round by round against raw's value of that round.
+    ``labels`` renames candidates in this table's Markdown (e.g. what "raw" is when it is not plain PyTorch).
     """
     notes = notes or {}
     raw = samples.get("raw") or []
@@ -327,7 +329,7 @@ def table(
                 row["target"] = target.text
                 row["met"] = target.met(measured) if measured else None
         rows.append(row)
-    return {
+    found = {
         "id": id,
         "title": title,
         "unit": unit,
@@ -337,3 +339,6 @@ def table(
         "target": target.text if target else None,
         "rows": rows,
     }
+    if labels:
+        found["labels"] = labels
+    return found

@@ -26,7 +26,7 @@ NAMES = {
     "accelerate": "accelerate",
 }
 TIMES, DASH, MU = "\u00d7", "\u2013", "\u00b5"
-ORDER = ("step", "import", "first_fabric", "ddp", "checkpoint", "gpu")
+ORDER = ("step", "import", "first_fabric", "ddp", "deepspeed", "checkpoint", "gpu")
 SKIP_PARAMS = {"statements", "cases", "raw_samples", "title", "plugins", "model"}
 
 
@@ -99,8 +99,8 @@ def _value(value: float, unit: str) -> str:
     return f"{_number(value)} {unit.replace('us/', MU + 's/')}"
 
 
-def _row(row: dict, unit: str) -> str:
-    name = NAMES[row["candidate"]]
+def _row(row: dict, unit: str, labels: dict[str, str]) -> str:
+    name = labels.get(row["candidate"], NAMES[row["candidate"]])
     if row["status"] != "ok":
         status = "error (see below)" if row["status"] == "error" else row["status"]
         return f"| {name} | {status} | | | | | |"
@@ -133,9 +133,10 @@ def _table(found: dict) -> list[str]:
         f"| candidate | median | min | max | ratio vs raw (median [min{DASH}max]) | target | met? |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
-    lines += [_row(row, found["unit"]) for row in found["rows"]]
+    labels = found.get("labels", {})
+    lines += [_row(row, found["unit"], labels) for row in found["rows"]]
     notes = [
-        f"- {NAMES[row['candidate']]}: {row['note'].strip().splitlines()[-1]}"
+        f"- {labels.get(row['candidate'], NAMES[row['candidate']])}: {row['note'].strip().splitlines()[-1]}"
         for row in found["rows"]
         if row.get("note") and row["status"] in ("ok", "error", "not applicable")
     ]
@@ -160,9 +161,12 @@ def _summary(workloads: dict) -> list[str]:
                 if row["candidate"] != "fabric_core" or "target" not in row:
                     continue
                 figure = row.get("ratio") if found.get("ratio") else row
-                shown = (
-                    f"{figure['median']:.3f}{TIMES}" if found.get("ratio") else _value(figure["median"], found["unit"])
-                )
+                if figure is None:  # no ratio without raw (e.g. --candidates fabric_core)
+                    shown = DASH
+                elif found.get("ratio"):
+                    shown = f"{figure['median']:.3f}{TIMES}"
+                else:
+                    shown = _value(figure["median"], found["unit"])
                 met = {True: "yes", False: "**no**", None: ""}[row.get("met")]
                 lines.append(f"| {found['title']} | {shown} | {_target(row['target'])} | {met} |")
     return lines

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tools.bench import checkpoint, ddp, first_fabric, gpu, imports, report, step
+from tools.bench import checkpoint, ddp, deepspeed_zero, first_fabric, gpu, imports, report, step
 from tools.bench.common import CANDIDATES, NOT_INSTALLED, ROOT, Context, installed
 
 WORKLOADS = {
@@ -22,10 +22,17 @@ WORKLOADS = {
     "import": (imports, "Import cost over `import torch`"),
     "first_fabric": (first_fabric, "First Fabric()"),
     "ddp": (ddp, "DDP throughput (2 processes, gloo)"),
+    "deepspeed": (deepspeed_zero, "DeepSpeed ZeRO 2 and 3 training step (2 processes, gloo)"),
     "checkpoint": (checkpoint, "Checkpoint save and load"),
     "gpu": (gpu, "GPU training step (reported separately)"),
 }
-ALIASES = {"imports": "import", "first-fabric": "first_fabric", "fabric": "first_fabric", "ckpt": "checkpoint"}
+ALIASES = {
+    "imports": "import",
+    "first-fabric": "first_fabric",
+    "fabric": "first_fabric",
+    "ckpt": "checkpoint",
+    "ds": "deepspeed",
+}
 
 
 def _names(text: str, known: list[str], aliases: dict[str, str], what: str) -> list[str]:
