@@ -2,8 +2,9 @@
 
 usage: python tests/clean_install/check.py [--timeout SECONDS] [--keep]
 
-Run in the `clean` hatch environment (`hatch run clean:check`), which holds the four packages installed
-from packages/* as wheels, not editable, and only what they declare: no pytest, no scikit-learn. This is
+Run in the `clean` hatch environment (`hatch run clean:check`), which holds the four packages (five in
+the `deepspeed` variant) installed from packages/* as wheels, not editable, and only what they declare:
+no pytest, no scikit-learn. This is
 a plain script, not a pytest module, so that running the checks brings nothing into the environment.
 
 Each check prints PASS or FAIL with its reason; the exit status is 1 when any fails. Every subprocess is
@@ -42,6 +43,8 @@ FABRIC = {
     "fabric-fsdp": "fabric_fsdp",
     "fabric-loggers": "fabric_loggers",
 }
+#: Installed only by the variant that asks for them (CLEAN_INSTALL_EXTRAS), then checked like the others.
+OPTIONAL_FABRIC = {"fabric-deepspeed": "fabric_deepspeed"}
 #: Put into every virtual environment by its creator, not by any package: allowed without a requirer.
 SEEDED = {"pip", "setuptools", "wheel"}
 #: The last line of a traceback, possibly behind torchrun's "[rankN]: " prefix.
@@ -62,6 +65,12 @@ def requested_extras() -> list[str]:
 
 def tensorboard_requested() -> bool:
     return any(canonical(r.split("[")[0]) == "fabric-loggers" and "tensorboard" in r for r in requested_extras())
+
+
+def installed_fabric() -> dict[str, str]:
+    """The first-party distributions of this environment: the four always there, plus those a variant added."""
+    requested = {canonical(r.split("[")[0]) for r in requested_extras()}
+    return {**FABRIC, **{name: package for name, package in OPTIONAL_FABRIC.items() if name in requested}}
 
 
 # -- running the scripts --------------------------------------------------------------------------
@@ -172,7 +181,7 @@ def check_closure(work: Path, timeout: float) -> str:
 def check_installed_as_wheels(work: Path, timeout: float) -> str:
     """The packages are regular (non-editable) installs, and their files are those of packages/*/src."""
     problems = []
-    for name, package in FABRIC.items():
+    for name, package in installed_fabric().items():
         distribution = metadata.distribution(name)
         direct = json.loads(distribution.read_text("direct_url.json") or "{}")
         if direct.get("dir_info", {}).get("editable"):
@@ -241,8 +250,23 @@ def check_cli(work: Path, timeout: float) -> str:
     fabric = fabric_cli()
     expect(run([fabric, "--help"], work, timeout), "run", "plugins", "consolidate")
     result = run([fabric, "plugins", "--check"], work, timeout)
-    expect(result, "4 plugins: 4 loaded, 0 failed", ", 0 failed")
-    return "; ".join(line for line in result.stdout.splitlines() if line.startswith(("4 plugins", "check:")))
+    count = len(installed_fabric())
+    expect(result, f"{count} plugins: {count} loaded, 0 failed", ", 0 failed")
+    return "; ".join(line for line in result.stdout.splitlines() if line.startswith((f"{count} plugins", "check:")))
+
+
+def check_deepspeed(work: Path, timeout: float) -> str:
+    """fabric-deepspeed's ZeRO stage 3 on 2 gloo processes: train, save, load, `fabric consolidate` (its variant)."""
+    if "fabric-deepspeed" not in installed_fabric():
+        return "not part of this variant (the `deepspeed` variant installs fabric-core[deepspeed])"
+    out = work / "deepspeed"
+    expect(run(script("deepspeed_zero.py", out), work, timeout), "rank 0 deepspeed ok", "rank 1 deepspeed ok")
+    consolidated = work / "deepspeed.pt"
+    consolidate = [fabric_cli(), "consolidate", str(out), "--output", str(consolidated)]
+    expect(run(consolidate, work, timeout), "format deepspeed")
+    check = "import sys, torch; assert torch.load(sys.argv[1], weights_only=True)['step'] == 2; print('loaded ok')"
+    expect(run([sys.executable, "-c", check, str(consolidated)], work, timeout), "loaded ok")
+    return "DeepSpeedStrategy(stage=3) round trip on 2 processes; `fabric consolidate` of it loads"
 
 
 CHECKS: list[tuple[str, Callable[[Path, float], str]]] = [
@@ -253,6 +277,7 @@ CHECKS: list[tuple[str, Callable[[Path, float], str]]] = [
     ("single-file checkpoint", check_single_file),
     ("loggers write their files", check_loggers),
     ("fabric CLI", check_cli),
+    ("DeepSpeed ZeRO-3 on 2 processes", check_deepspeed),
 ]
 
 
