@@ -73,6 +73,7 @@ def test_features_script_exits_zero(features):
         "clip_gradients",
         "no_backward_sync",
         "setup_optimizers alone",
+        "setup_module without an optimizer",
     ],
 )
 def test_feature(features, passed, check):

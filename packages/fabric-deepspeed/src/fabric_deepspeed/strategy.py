@@ -323,14 +323,14 @@ class DeepSpeedStrategy(DDPStrategy):
 
     def _initialize(self, module: Module, optimizer: Optimizer | None) -> tuple[Any, Any]:
         deepspeed = self._require_deepspeed("setup")
-        parameters = [p for p in module.parameters() if p.requires_grad]
+        config = copy.deepcopy(self._config)
+        if optimizer is None and self.zero_stage in (1, 2):
+            # Stages 1 and 2 partition only what an optimizer has (its state, the gradients); without one
+            # DeepSpeed refuses them, and the model is whole either way: set it up as stage 0 (inference).
+            config["zero_optimization"] = {"stage": 0}
         # The scheduler stays the user's: DeepSpeed would step it inside engine.step() as well.
         engine, ds_optimizer, _, _ = deepspeed.initialize(
-            model=module,
-            optimizer=optimizer,
-            model_parameters=parameters if optimizer is None and parameters else None,
-            config=copy.deepcopy(self._config),
-            dist_init_required=False,
+            model=module, optimizer=optimizer, config=config, dist_init_required=False
         )
         self._engines.append(engine)
         runtime.configure_activation_checkpointing(deepspeed, self._config)

@@ -120,6 +120,9 @@ def several_models_and_errors() -> None:
         lambda: fabric.no_backward_sync(first).__enter__(),
         "gradient_accumulation_steps",
     )
+    inference = fabric.setup_module(make_model())  # no optimizer: stages 1 and 2 have nothing to partition
+    with torch.no_grad():
+        check(fabric, "setup_module without an optimizer", inference(x).shape == (16, 2))
     third = make_model()
     expect_error(
         fabric,
