@@ -22,10 +22,10 @@ import itertools
 import json
 import os
 import sys
-import time
 
 import torch
 import torch.distributed as dist
+from rank_protocol import serve
 from torch import nn
 from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -90,7 +90,6 @@ def main() -> int:
     torch.set_num_threads(1)
     model, optimizer, source, backward = setup(candidate, config)
     torch.set_num_threads(1)  # whatever the framework set: one thread per process, two processes on two cores
-    rank = dist.get_rank()
 
     def step() -> None:
         x, y = next(source)
@@ -98,24 +97,7 @@ def main() -> int:
         backward(cross_entropy(model(x), y))
         optimizer.step()
 
-    if rank == 0:
-        protocol.write(json.dumps({"ready": True, "world_size": dist.get_world_size()}) + "\n")
-    while True:
-        message = [None]
-        if rank == 0:
-            line = sys.stdin.readline()
-            message = [json.loads(line) if line else {"cmd": "exit"}]
-        dist.broadcast_object_list(message, src=0)
-        if message[0]["cmd"] != "chunk":
-            break
-        dist.barrier()
-        start = time.perf_counter()
-        for _ in range(message[0]["steps"]):
-            step()
-        dist.barrier()
-        if rank == 0:
-            protocol.write(json.dumps({"seconds": time.perf_counter() - start}) + "\n")
-    dist.barrier()  # both ranks got the exit: rank 0 may not leave while a broadcast to rank 1 is in flight
+    serve(protocol, lambda command: step)
     if candidate in ("raw", "accelerate"):
         dist.destroy_process_group()
         # The ranks this driver started sometimes hang in the interpreter's exit after a gloo run (seen with

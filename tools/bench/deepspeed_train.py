@@ -34,11 +34,11 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+from rank_protocol import serve
 from torch import nn
 from torch.nn.functional import cross_entropy
 
@@ -126,31 +126,15 @@ def main() -> int:
                     raise SystemExit(f"unknown candidate {candidate!r}")
                 steps.setdefault(f"{stage}/{candidate}", []).append(step)
     torch.set_num_threads(1)  # whatever a framework set: one thread per process, two processes on two cores
-    rank = dist.get_rank()
     gc.collect()
     gc.freeze()  # what exists now is never collected again: the gc.collect() before each chunk stays cheap
 
-    if rank == 0:
-        protocol.write(json.dumps({"ready": True, "world_size": dist.get_world_size()}) + "\n")
-    while True:
-        message = [None]
-        if rank == 0:
-            line = sys.stdin.readline()
-            message = [json.loads(line) if line else {"cmd": "exit"}]
-        dist.broadcast_object_list(message, src=0)
-        if message[0]["cmd"] != "chunk":
-            break
-        replicas = steps[message[0]["task"]]
-        step = replicas[message[0].get("replica", 0) % len(replicas)]
+    def choose_step(command: dict) -> Callable[[], None]:
+        replicas = steps[command["task"]]
         gc.collect()
-        dist.barrier()
-        start = time.perf_counter()
-        for _ in range(message[0]["steps"]):
-            step()
-        dist.barrier()
-        if rank == 0:
-            protocol.write(json.dumps({"seconds": time.perf_counter() - start}) + "\n")
-    dist.barrier()  # both ranks got the exit: rank 0 may not leave while a broadcast to rank 1 is in flight
+        return replicas[command.get("replica", 0) % len(replicas)]
+
+    serve(protocol, choose_step)
     # The hand-driven engines go while the process group still exists (gloo can abort a process at exit
     # otherwise), then each Fabric in reverse order: the first one owns the group and destroys it.
     for engine in engines:
