@@ -11,9 +11,9 @@ A **sharded** checkpoint is a directory::
 Every rank writes its own shards, so nothing is gathered; loading reads the shards each rank needs
 for the *current* layout, so a checkpoint written by 8 processes loads into 4, or into 1 (resharding).
 The directory is written under a temporary name and renamed into place once complete; a crash at any
-step leaves a complete checkpoint that a load finds (:mod:`fabric_fsdp.commit`). Loading checks the
-files and shapes before DCP reads, so a damaged checkpoint is one clear error
-(:mod:`fabric_fsdp.checkpoint_errors`).
+step leaves a complete checkpoint that a load finds (:mod:`fabric_core.io.commit`; the sharded steps and
+rules are in :mod:`fabric_fsdp.commit`). Loading checks the files and shapes before DCP reads, so a
+damaged checkpoint is one clear error (:mod:`fabric_fsdp.checkpoint_errors`).
 
 A **full** checkpoint is one ``torch.save`` file, the same nested dict a single-device run writes:
 parameters are gathered one at a time and moved to rank 0's CPU memory, so the whole model is never
@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +37,14 @@ import torch
 from torch.nn import Module
 from torch.optim import Optimizer
 
-from fabric_core.io import errors, faults, integrity, leftovers
+from fabric_core.io import commit as folder_commit
+from fabric_core.io import errors, faults, integrity
 from fabric_core.io.checkpoint_io import CheckpointIO, load_with
 from fabric_core.io.integrity import CheckpointCorruptError
 from fabric_core.io.torch_io import TorchCheckpointIO, atomic_torch_save
 from fabric_core.strategies.strategy import validate_keys_for_loading
 from fabric_fsdp import checkpoint_errors, commit
-from fabric_fsdp.commit import DCP_METADATA, META_FILE
+from fabric_fsdp.commit import DCP_METADATA, META_FILE, SHARDED
 
 Filter = dict[str, Callable[[str, Any], bool]]
 
@@ -237,12 +237,7 @@ def _create_staging(path: Path, is_global_zero: bool, broadcast: Callable[[Any],
     reply: Any = None
     if is_global_zero:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            commit.recover(path)
-            staging = leftovers.owned_path(path, commit.STAGING_KIND)
-            staging.mkdir()
-            faults.checkpoint_step("sharded-staging-created")
-            reply = str(staging)
+            reply = str(folder_commit.create_staging(path, SHARDED))
         except OSError as err:
             reply = errors.explain_save_error(err, path)
     reply = broadcast(reply)
@@ -273,9 +268,7 @@ def _finish(staging: Path, path: Path, others: dict[str, Any], gathered: list[An
         faults.checkpoint_step("sharded-meta-written")
         for name in (DCP_METADATA, META_FILE):
             files[name] = integrity.checksum_file(staging / name)
-        integrity.write_manifest(staging, files, saved_at=time.time(), world_size=len(gathered))
-        faults.checkpoint_step("sharded-manifest-written")
-        commit.commit(staging, path)
+        folder_commit.write_manifest_and_commit(staging, path, files, SHARDED, world_size=len(gathered))
     except Exception as err:
         _discard(staging)
         explained = errors.explain_save_error(err, path)

@@ -24,12 +24,14 @@ from torch.optim import Optimizer
 
 from fabric_core.accelerators.accelerator import Accelerator
 from fabric_core.environments.cluster_environment import ClusterEnvironment
+from fabric_core.io import commit as folder_commit
 from fabric_core.io.checkpoint_io import CheckpointIO
 from fabric_core.precision.precision import Precision
 from fabric_core.strategies.ddp import DDPStrategy
 from fabric_core.utilities import distributed as collectives
 from fabric_core.utilities.rank_zero import rank_zero_warn
-from fabric_fsdp import checkpoint, commit
+from fabric_fsdp import checkpoint
+from fabric_fsdp.commit import SHARDED
 from fabric_fsdp.optimizers import ParameterReplacements, check_no_state, parameter_names
 from fabric_fsdp.precision import PRECISIONS, FSDPPrecision
 
@@ -285,7 +287,7 @@ class ShardedStrategy(DDPStrategy):
 
         Rank 0 decides (whether a save's owner still runs is known on its host only) and tells every rank.
         """
-        decision = commit.locate(path) if self.is_global_zero else None
+        decision = folder_commit.locate(path, SHARDED) if self.is_global_zero else None
         decision = self.broadcast(decision)
         if decision.error is not None:
             raise FileNotFoundError(decision.error)

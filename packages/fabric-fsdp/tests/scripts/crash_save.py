@@ -23,8 +23,8 @@ import torch
 from _shared import full, launched_fabric, report
 from torch import nn
 
-from fabric_core.io import faults
-from fabric_fsdp import FSDPStrategy, commit
+from fabric_core.io import commit, faults
+from fabric_fsdp import FSDPStrategy
 
 
 def make_model(step: int) -> nn.Module:
