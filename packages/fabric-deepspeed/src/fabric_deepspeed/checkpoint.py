@@ -4,11 +4,33 @@
 checkpoint directory (``engine.save_checkpoint`` with the tag ``checkpoint``, as Lightning does): each
 rank its partitions, rank 0 the model states, with the rest of the state (``"step"``, schedulers,
 other stateful objects as state dicts) stored as DeepSpeed's "client state" beside them, and
-DeepSpeed's ``zero_to_fp32.py`` copied in. Its own tools read it unchanged.
+DeepSpeed's ``zero_to_fp32.py`` copied in. Its own tools read it unchanged; fabric adds
+``fabric-manifest.json`` (every file's size and CRC-32), which ``fabric checkpoint verify`` checks.
+
+A save is committed atomically by fabric-core's folder protocol (:mod:`fabric_core.io.commit`): DeepSpeed
+writes into a staging folder beside ``path``, which takes ``path``'s place once every file is written and
+listed in the manifest, so a crash at any moment leaves the previous checkpoint or the new one, whole.
+Each step ends with ``faults.checkpoint_step(name)``, where tests crash the process on purpose:
+
+================================  ====================================================================
+``deepspeed-staging-created``     rank 0 made ``.NAME.partial.HOST.PID.TOKEN`` beside ``path`` (after
+                                  putting an interrupted save's complete copy back and removing dead
+                                  saves' folders) and told every rank
+``deepspeed-written``             every rank's ``engine.save_checkpoint`` into it returned
+``deepspeed-manifest-written``    rank 0 checksummed and flushed every file and wrote the manifest, last:
+                                  the commit record
+``deepspeed-exchanged``, ...      :func:`fabric_core.io.commit.commit` put it in place (an atomic exchange,
+                                  or ``-previous-kept`` and ``-renamed``) and deleted the old checkpoint
+                                  (``-previous-removed``)
+================================  ====================================================================
+
+A load of a ``path`` that a crash left missing, or beside a newer complete copy, reads the newest complete
+copy with a warning (:func:`fabric_core.io.commit.locate`), or raises ``FileNotFoundError`` naming the copies.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,13 +39,19 @@ import torch
 from torch.nn import Module
 from torch.optim import Optimizer
 
+from fabric_core.io import commit as folder_commit
+from fabric_core.io import errors, faults, integrity
+from fabric_core.io.durable import fsync_directory
 from fabric_core.strategies.strategy import validate_keys_for_loading
+from fabric_core.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
     from fabric_deepspeed.strategy import DeepSpeedStrategy
 
 #: The tag (sub-folder) every checkpoint is written under; Lightning's, so checkpoints move both ways.
 TAG = "checkpoint"
+#: The DeepSpeed format's rules for :mod:`fabric_core.io.commit`: its steps are named ``deepspeed-...``.
+RULES = folder_commit.Rules(name="deepspeed")
 #: Where the names of the model and optimizer entries of ``state`` are recorded in the client state.
 META_KEY = "fabric_deepspeed"
 #: Keys of DeepSpeed's own in its model-states file: a user key with one of these names would clash.
@@ -101,9 +129,83 @@ def save(
     extra = {key: value for key, value in state.items() if key != model_key and key not in optimizer_keys}
     client_state = strategy.convert_state(extra)
     client_state[META_KEY] = {"model_key": model_key, "optimizer_keys": optimizer_keys, "keys": sorted(client_state)}
-    engine.save_checkpoint(
-        str(path), client_state=client_state, tag=TAG, exclude_frozen_parameters=strategy.exclude_frozen_parameters
-    )
+    staging = _create_staging(strategy, path)
+    try:
+        engine.save_checkpoint(
+            str(staging),
+            client_state=client_state,
+            tag=TAG,
+            exclude_frozen_parameters=strategy.exclude_frozen_parameters,
+        )
+        _wait_for_writer(engine)
+    except BaseException as err:
+        # DeepSpeed raises on the ranks that failed; the others wait in its barrier until the run ends.
+        if strategy.is_global_zero:
+            folder_commit.remove_folder(staging)
+        explained = errors.explain_save_error(err, path)
+        if explained is err:
+            raise
+        raise explained from err
+    strategy.barrier("fabric.save (DeepSpeed files written)")
+    faults.checkpoint_step("deepspeed-written")
+    outcome = _commit(staging, path, strategy.world_size) if strategy.is_global_zero else None
+    outcome = strategy.broadcast(outcome)
+    if outcome is not None:
+        raise outcome from None
+
+
+def _create_staging(strategy: DeepSpeedStrategy, path: Path) -> Path:
+    """Rank 0 recovers and cleans what interrupted saves left and creates the staging folder; every rank gets it."""
+    reply: Any = None
+    if strategy.is_global_zero:
+        try:
+            reply = str(folder_commit.create_staging(path, RULES))
+        except OSError as err:
+            reply = errors.explain_save_error(err, path)
+    reply = strategy.broadcast(reply)
+    if isinstance(reply, BaseException):
+        raise reply from None
+    return Path(reply)
+
+
+def _wait_for_writer(engine: Any) -> None:
+    """With a decoupled checkpoint writer (``checkpoint.writer.decoupled``), wait until it has written everything.
+
+    Its files are written in the background after ``save_checkpoint`` returns; the manifest must come after them.
+    """
+    writer = getattr(engine, "checkpoint_engine", None)
+    if writer is not None and callable(getattr(writer, "is_decoupled", None)) and writer.is_decoupled():
+        engine._commit_decoupled_checkpoint()  # DeepSpeed's own wait, which it runs at the next step otherwise
+
+
+def _commit(staging: Path, path: Path, world_size: int) -> BaseException | None:
+    """On rank 0: checksum and flush every file, write the manifest (the commit record), put the folder in place."""
+    try:
+        files = _checksum_and_flush(staging)
+        folder_commit.write_manifest_and_commit(staging, path, files, RULES, world_size=world_size)
+    except Exception as err:
+        folder_commit.remove_folder(staging)
+        explained = errors.explain_save_error(err, path)
+        if explained is err and not isinstance(err, OSError):
+            explained = RuntimeError(f"Cannot save checkpoint '{path}': {type(err).__name__}: {err}")
+        return explained
+    return None
+
+
+def _checksum_and_flush(staging: Path) -> dict[str, dict[str, Any]]:
+    """Size and CRC-32 of every file DeepSpeed wrote, each flushed to the disk (DeepSpeed does not flush)."""
+    files = {}
+    for root, _, names in os.walk(staging):
+        for name in sorted(names):
+            file = Path(root, name)
+            files[file.relative_to(staging).as_posix()] = integrity.checksum_file(file)
+            descriptor = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        fsync_directory(root)
+    return files
 
 
 def check_directory(path: Path) -> None:
@@ -129,13 +231,32 @@ def _tag(path: Path) -> str:
     return (path / "latest").read_text().strip()
 
 
+def checkpoint_to_read(strategy: DeepSpeedStrategy, path: Path) -> Path:
+    """``path``, or the newest complete copy an interrupted save left beside it (with a warning).
+
+    Rank 0 decides (whether a save's owner still runs is known on its host only) and tells every rank.
+    """
+    decision = folder_commit.locate(path, RULES) if strategy.is_global_zero else None
+    decision = strategy.broadcast(decision)
+    if decision.error is not None:
+        raise FileNotFoundError(decision.error)
+    if decision.warning is not None:
+        # Pointing at the user's fabric.load: through load(), the strategy's load_checkpoint and Fabric.load.
+        rank_zero_warn(decision.warning, stacklevel=7)
+    return Path(decision.source)
+
+
 def load(
     strategy: DeepSpeedStrategy,
     path: Path,
     state: dict[str, Any],
     strict: bool,
 ) -> dict[str, Any]:
-    """Restore ``state`` in place from a DeepSpeed checkpoint directory; return the stored keys it did not ask for."""
+    """Restore ``state`` in place from a DeepSpeed checkpoint directory; return the stored keys it did not ask for.
+
+    An interrupted save's complete copy is read instead of ``path`` where :func:`checkpoint_to_read` says so.
+    """
+    path = checkpoint_to_read(strategy, path)
     check_directory(path)
     model_key, engine = _engine_keys(strategy, state, "load")
     load_optimizer = any(
