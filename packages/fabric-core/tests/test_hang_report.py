@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -177,3 +178,21 @@ def test_a_signature_survives_encoding_and_equal_signatures_have_equal_digests()
 
 def test_collectives_are_unchecked_by_default():
     assert distributed._checks.enabled is False
+
+
+def test_leaving_together_waits_for_every_rank_and_gives_up_after_its_timeout():
+    import torch.distributed as dist
+
+    from fabric_core.utilities.hang_report import Reporter
+
+    store = dist.HashStore()
+    first, second = Reporter(store, 0, 2, prefix="t"), Reporter(store, 1, 2, prefix="t")
+    try:
+        started = time.monotonic()
+        assert first.leave_together("t/left", timeout=0.2) is False  # alone: gives up after the timeout
+        assert 0.2 <= time.monotonic() - started < 2
+        assert second.leave_together("t/left", timeout=0.2) is True  # the other rank already counted in
+    finally:
+        first.stop()
+        second.stop()
+    assert first.leave_together("t/after", timeout=5) is False  # stopped: no store call, no wait

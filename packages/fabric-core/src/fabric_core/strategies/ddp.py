@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import inspect
 import os
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import Any, Literal
@@ -25,6 +26,8 @@ from fabric_core.utilities import hang_report
 from fabric_core.utilities.seed import reset_seed
 
 _START_METHODS = ("popen", "spawn", "fork", "forkserver")
+#: How long a rank ending normally waits for the others to end too before it destroys the process group.
+EXIT_SYNC_TIMEOUT_S = 5.0
 #: How many process groups this process has created (see ``DDPStrategy._store_for_next_group``).
 _groups_created = 0
 
@@ -247,6 +250,8 @@ class DDPStrategy(ParallelStrategy):
         # gloo can abort a process at exit when a DDP reducer outlives its process group: collect the
         # (already released) wrappers before destroying the group.
         gc.collect()
+        if self._owns_process_group and dist.is_initialized() and not _ending_in_failure():
+            hang_report.leave_together(EXIT_SYNC_TIMEOUT_S)
         if self._owns_process_group:
             hang_report.stop()
         if self._owns_process_group and dist.is_initialized():
@@ -264,3 +269,10 @@ class DDPStrategy(ParallelStrategy):
             f"{type(self).__name__}(start_method={self._start_method!r}, backend={self.process_group_backend!r}, "
             f"num_processes={self.num_processes}, num_nodes={self.num_nodes})"
         )
+
+
+def _ending_in_failure() -> bool:
+    """Whether the process is ending with an error (then it must not wait for ranks that may never come)."""
+    from fabric_core.fabric import _is_failure, _uncaught_exception
+
+    return _is_failure(sys.exc_info()[1]) or _is_failure(_uncaught_exception())
