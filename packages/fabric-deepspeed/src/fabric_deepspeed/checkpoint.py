@@ -129,7 +129,7 @@ def save(
     extra = {key: value for key, value in state.items() if key != model_key and key not in optimizer_keys}
     client_state = strategy.convert_state(extra)
     client_state[META_KEY] = {"model_key": model_key, "optimizer_keys": optimizer_keys, "keys": sorted(client_state)}
-    staging = _create_staging(strategy, path)
+    staging = folder_commit.create_staging_for_all(path, RULES, strategy.is_global_zero, strategy.broadcast)
     try:
         engine.save_checkpoint(
             str(staging),
@@ -152,20 +152,6 @@ def save(
     outcome = strategy.broadcast(outcome)
     if outcome is not None:
         raise outcome from None
-
-
-def _create_staging(strategy: DeepSpeedStrategy, path: Path) -> Path:
-    """Rank 0 recovers and cleans what interrupted saves left and creates the staging folder; every rank gets it."""
-    reply: Any = None
-    if strategy.is_global_zero:
-        try:
-            reply = str(folder_commit.create_staging(path, RULES))
-        except OSError as err:
-            reply = errors.explain_save_error(err, path)
-    reply = strategy.broadcast(reply)
-    if isinstance(reply, BaseException):
-        raise reply from None
-    return Path(reply)
 
 
 def _wait_for_writer(engine: Any) -> None:
@@ -236,10 +222,7 @@ def checkpoint_to_read(strategy: DeepSpeedStrategy, path: Path) -> Path:
 
     Rank 0 decides (whether a save's owner still runs is known on its host only) and tells every rank.
     """
-    decision = folder_commit.locate(path, RULES) if strategy.is_global_zero else None
-    decision = strategy.broadcast(decision)
-    if decision.error is not None:
-        raise FileNotFoundError(decision.error)
+    decision = folder_commit.locate_for_all(path, RULES, strategy.is_global_zero, strategy.broadcast)
     if decision.warning is not None:
         # Pointing at the user's fabric.load: through load(), the strategy's load_checkpoint and Fabric.load.
         rank_zero_warn(decision.warning, stacklevel=7)

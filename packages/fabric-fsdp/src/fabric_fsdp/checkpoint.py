@@ -213,7 +213,7 @@ def save_sharded(
     }
     sharded, others = _without_emptied(sharded, filter), _without_emptied(others, filter)
 
-    staging = _create_staging(path, is_global_zero, broadcast)
+    staging = folder_commit.create_staging_for_all(path, SHARDED, is_global_zero, broadcast)
     try:
         dcp.save(sharded, checkpoint_id=staging)  # collective: every rank gets any rank's failure
     except BaseException as err:
@@ -230,20 +230,6 @@ def save_sharded(
     outcome = broadcast(outcome)
     if outcome is not None:
         raise outcome from None
-
-
-def _create_staging(path: Path, is_global_zero: bool, broadcast: Callable[[Any], Any]) -> Path:
-    """Rank 0 recovers and cleans what interrupted saves left, creates the staging folder, and names it to all."""
-    reply: Any = None
-    if is_global_zero:
-        try:
-            reply = str(folder_commit.create_staging(path, SHARDED))
-        except OSError as err:
-            reply = errors.explain_save_error(err, path)
-    reply = broadcast(reply)
-    if isinstance(reply, BaseException):
-        raise reply from None
-    return Path(reply)
 
 
 def _checksum_own_shards(staging: Path) -> dict[str, Any] | str:

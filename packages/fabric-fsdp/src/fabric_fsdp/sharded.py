@@ -287,10 +287,7 @@ class ShardedStrategy(DDPStrategy):
 
         Rank 0 decides (whether a save's owner still runs is known on its host only) and tells every rank.
         """
-        decision = folder_commit.locate(path, SHARDED) if self.is_global_zero else None
-        decision = self.broadcast(decision)
-        if decision.error is not None:
-            raise FileNotFoundError(decision.error)
+        decision = folder_commit.locate_for_all(path, SHARDED, self.is_global_zero, self.broadcast)
         if decision.warning is not None:
             rank_zero_warn(decision.warning, stacklevel=5)
         return Path(decision.source)

@@ -107,9 +107,11 @@ __all__ = [
     "Rules",
     "commit",
     "create_staging",
+    "create_staging_for_all",
     "exchange",
     "is_complete",
     "locate",
+    "locate_for_all",
     "recover",
     "remove_folder",
     "saved_at",
@@ -449,6 +451,42 @@ def create_staging(path: str | os.PathLike, rules: Rules = DEFAULT_RULES) -> Pat
     staging.mkdir()
     faults.checkpoint_step(f"{rules.name}-staging-created")
     return staging
+
+
+def create_staging_for_all(
+    path: str | os.PathLike, rules: Rules, is_global_zero: bool, broadcast: Callable[[Any], Any]
+) -> Path:
+    """:func:`create_staging` on global rank 0, its folder sent to every rank (``broadcast`` is the strategy's).
+
+    A failure is explained (:func:`fabric_core.io.errors.explain_save_error`) and raised on every rank.
+    """
+    from fabric_core.io import errors
+
+    reply: Any = None
+    if is_global_zero:
+        try:
+            reply = str(create_staging(path, rules))
+        except OSError as err:
+            reply = errors.explain_save_error(err, path)
+    reply = broadcast(reply)
+    if isinstance(reply, BaseException):
+        raise reply from None
+    return Path(reply)
+
+
+def locate_for_all(
+    path: str | os.PathLike, rules: Rules, is_global_zero: bool, broadcast: Callable[[Any], Any]
+) -> Decision:
+    """:func:`locate` on global rank 0 (whether a save's owner still runs is known on its host only), for every rank.
+
+    Raises ``FileNotFoundError`` on every rank when there is nothing to load; the caller shows
+    :attr:`Decision.warning`, if any, pointing at the user's line.
+    """
+    decision = locate(path, rules) if is_global_zero else None
+    decision = broadcast(decision)
+    if decision.error is not None:
+        raise FileNotFoundError(decision.error)
+    return decision
 
 
 def write_manifest_and_commit(
